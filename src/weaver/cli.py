@@ -1,0 +1,97 @@
+"""The `weaver` command line: maps verbs onto the stage functions, nothing more.
+
+    weaver models
+    weaver generate --model smollm2-135m-instruct --prompt "Write a headline: ..."
+
+Each verb lives in a small `_cmd_*` function; verbs owned by other stages register themselves
+through `VERBS` below. A `WeaverError` is printed as one line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from weaver.errors import WeaverError
+
+# verb -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
+VERBS: dict[str, tuple[str, str]] = {
+    "models": ("weaver.models.cli", "list the embedded models: parameters, languages, licence, installed or not"),
+    "generate": ("weaver.generate.cli", "generate a reply from a model (streams tokens to the terminal)"),
+    "data": ("weaver.data.cli", "check a data file: counts, token lengths, languages, duplicates, overlap"),
+    "tune": ("weaver.tuning.cli", "fine-tune a model from a YAML config (LoRA, AdaLoRA, prefix, IA3, freeze, full)"),
+    "eval": ("weaver.eval.cli", "compare base vs tuned on held-out data and write a report"),
+    "export": ("weaver.models.export_cli", "merge an adapter into the base model or write a GGUF file"),
+    "serve": ("weaver.serve.cli", "serve a model over an OpenAI-compatible HTTP API with a writer's web page"),
+    "newsroom": ("weaver.apps.newsroom_cli", "summaries, headlines and a digest for a batch of articles"),
+    "adcopy": ("weaver.apps.adcopy_cli", "several ranked ad copy candidates for a product"),
+    "support": ("weaver.apps.support_cli", "customer-support replies grounded in a knowledge base"),
+}
+
+
+def _available_verbs() -> dict[str, tuple[str, str]]:
+    """Verbs whose module exists in this installation (stages land one at a time)."""
+    import importlib.util
+
+    return {v: spec for v, spec in VERBS.items() if importlib.util.find_spec(spec[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weaver",
+        description="Fine-tune a language model for a writing task, prove it writes better, and serve it.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (module, help_text) in _available_verbs().items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `weaver` console script; returns the process exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except WeaverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if args.verbose:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with -v for details", file=sys.stderr)
+        return 1
+
+
+def _quiet_libraries() -> None:
+    """Hide library progress bars and advisory logs that are noise to a writer."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

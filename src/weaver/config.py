@@ -1,0 +1,417 @@
+"""Run configuration: one dataclass per pipeline stage, resolved as defaults < YAML file < CLI overrides.
+
+    cfg = load_config("configs/dialogsum-smollm2.yaml", ["--train.lr", "1e-4", "--train.max_minutes", "5"])
+
+Unknown keys are rejected with the closest valid key suggested; the resolved config is written next
+to every artifact (`save_resolved`) together with the library versions that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import platform
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from weaver.errors import ConfigError
+
+TASKS = ("summarize", "headline", "adcopy", "support_reply", "translate", "continue", "code", "custom")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to start from."""
+
+    name: str = "smollm2-135m-instruct"
+    """Catalog name (`weaver models`), a local Hugging Face model folder, or a local .gguf file."""
+    dtype: str = "auto"
+    """Weights dtype for inference: auto | float32 | bfloat16."""
+
+    def __post_init__(self) -> None:
+        _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are turned into prompts."""
+
+    train: str | None = None
+    """Training file (jsonl/json/csv/tsv/parquet or a datasets folder)."""
+    dev: str | None = None
+    """Dev file; when absent, carved from `train` by `split`."""
+    test: str | None = None
+    """Held-out test file for evaluation; when absent, carved from `train` by `split`."""
+    task: str = "summarize"
+    """Writing task whose template renders the prompt: one of summarize, headline, adcopy, support_reply,
+    translate, continue, code, custom."""
+    lang: str = "en"
+    """Language of the task instruction: en | zh."""
+    template: str | None = None
+    """For task=custom: the instruction template with {input}-style fields."""
+    source_lang: str | None = None
+    """For task=translate: the source language name (e.g. Chinese)."""
+    target_lang: str | None = None
+    """For task=translate: the target language name (e.g. English)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Map of our field names (instruction, input, output, id) to the file's column names."""
+    on_error: str = "fail"
+    """What to do with a malformed record: fail (report all and stop) | skip (report and drop)."""
+    max_seq_len: int = 512
+    """Tokens per training sequence; the input is truncated, never the target."""
+    max_output_tokens: int = 256
+    """A record whose output alone exceeds this many tokens is reported as malformed."""
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """Train/dev/test ratios used when dev or test files are not given."""
+    seed: int = 0
+    """Seed for splitting and sampling."""
+    limit_train: int | None = None
+    """Use only the first N training records (after a seeded shuffle)."""
+    limit_dev: int | None = None
+    """Use only the first N dev records."""
+    drop_leaks: bool = True
+    """Drop dev/test records whose input also appears in train."""
+    augment: dict[str, Any] = field(default_factory=dict)
+    """Augmentation of the training split, e.g. {synonym: 0.1, swap: 0.05, delete: 0.05}."""
+
+    def __post_init__(self) -> None:
+        _choice("data.task", self.task, TASKS)
+        _choice("data.lang", self.lang, ("en", "zh"))
+        _choice("data.on_error", self.on_error, ("fail", "skip"))
+        if self.task == "custom" and not self.template:
+            raise ConfigError("data.task is custom but data.template is empty: set --data.template 'Text: {input}'")
+        if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ConfigError(f"data.split must be three non-negative ratios that sum to 1, got {self.split}")
+        if self.max_seq_len < 16:
+            raise ConfigError(f"data.max_seq_len must be at least 16, got {self.max_seq_len}")
+
+
+@dataclass
+class TrainConfig:
+    """How the model is tuned."""
+
+    method: str = "lora"
+    """lora | adalora | prefix | ia3 | freeze | full."""
+    out_dir: str = "runs/run"
+    """Run directory: config, metrics, checkpoints and the adapter are written here."""
+    lora_r: int = 16
+    """LoRA/AdaLoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt (lora/adalora/ia3), or ["all-linear"]."""
+    layers: list[int] | None = None
+    """Adapt only these transformer blocks (negative counts from the top); None = all."""
+    top_layers: int | None = None
+    """Adapt (or, for freeze, train) only the top N blocks; backward stops below them."""
+    train_lm_head: bool = False
+    """For freeze: also train the LM head (tied embeddings are trained with it)."""
+    num_virtual_tokens: int = 16
+    """For prefix tuning: the number of virtual prefix tokens."""
+    optimizer: str = "adamw"
+    """adamw | sgd."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (L2 for SGD)."""
+    scheduler: str = "constant"
+    """constant | linear | cosine, each after `warmup_steps` of linear warm-up."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    batch_size: int = 8
+    """Examples per optimizer micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    epochs: float = 1.0
+    """Passes over the training set (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    max_minutes: float | None = None
+    """Wall-clock budget: stop cleanly after this many minutes and keep the best checkpoint."""
+    precision: str = "auto"
+    """auto | bf16 | fp32. auto picks bf16 autocast where the hardware supports it."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+    eval_every: int = 20
+    """Run validation every N optimizer steps (0 = only at the end)."""
+    save_every: int = 20
+    """Write a resumable checkpoint every N optimizer steps."""
+    keep_checkpoints: int = 2
+    """How many recent resumable checkpoints to keep."""
+    metric: str = "dev_loss"
+    """Early-stopping / best-checkpoint metric: dev_loss | rougeL."""
+    rouge_samples: int = 16
+    """Dev examples generated for the rougeL metric."""
+    patience: int | None = None
+    """Stop after this many validations without improvement (None = never)."""
+    resume: str = "auto"
+    """auto (resume if a checkpoint exists) | never | always."""
+    logging: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Loggers: tensorboard, mlflow, wandb."""
+    dropout: float | None = None
+    """Override the model's attention/hidden dropout during training."""
+    group_by_length: bool = True
+    """Batch examples of similar length together to waste little on padding."""
+
+    def __post_init__(self) -> None:
+        _choice("train.method", self.method, ("lora", "adalora", "prefix", "ia3", "freeze", "full"))
+        _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
+        _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
+        _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _choice("train.metric", self.metric, ("dev_loss", "rougeL"))
+        _choice("train.resume", self.resume, ("auto", "never", "always"))
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("train.batch_size and train.grad_accum must be at least 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+
+
+@dataclass
+class GenerateConfig:
+    """Decoding settings shared by eval, generate, serve and the apps."""
+
+    max_new_tokens: int | None = None
+    """New tokens per reply; None = the task's default."""
+    temperature: float = 0.0
+    """0 = greedy; > 0 samples."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    num_beams: int = 1
+    """Beam search width (1 = no beam search)."""
+    repetition_penalty: float = 1.1
+    """Penalty on tokens already generated (1.0 = none)."""
+    seed: int = 0
+    """Sampling seed."""
+    batch_size: int = 8
+    """Prompts generated together."""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"generate.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class EvalConfig:
+    """Base-vs-tuned evaluation."""
+
+    after_tune: bool = False
+    """Evaluate base vs tuned on the test split when tuning ends."""
+    limit: int | None = 100
+    """Evaluate on the first N test examples (None = all)."""
+    base: str | None = None
+    """Model to compare against; default: the run's base model."""
+    bootstrap: int = 1000
+    """Paired bootstrap resamples for confidence intervals."""
+    out_dir: str | None = None
+    """Report folder; default: <run>/eval."""
+    semantic: bool = True
+    """Compute semantic similarity with the offline sentence-embedding model when installed."""
+
+
+@dataclass
+class RunConfig:
+    """The whole pipeline's configuration: one section per stage."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), allowed, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"--{flag} {value!r} is not one of {', '.join(allowed)}{extra}")
+
+
+def _unknown_key(where: str, key: str, valid: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    extra = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown config key {where + key!r}{extra}")
+
+
+def _coerce(flag: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML or command-line value to the annotated field type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(flag, value, inner[0])
+    if isinstance(value, str) and (origin in (list, dict) or tp in (list, dict)):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--{flag}: cannot parse {value!r} as YAML ({exc.problem})") from None
+        if origin is list and not isinstance(value, list):
+            value = [value]
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError(value)
+            return str(value)
+        if origin is list:
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [_coerce(flag, v, args[0]) for v in value] if args else list(value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        name = getattr(tp, "__name__", str(tp))
+        raise ConfigError(f"--{flag} expects {name}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where.rstrip('.') or 'root'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(where, str(key), names)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(where + key, value, tp)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"invalid config section {where!r}: {exc}") from None
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn ["--train.lr", "1e-4", "--data.task=headline"] into a nested dict of raw strings."""
+    nested: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"expected an override like --train.lr 1e-4, got {arg!r}")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg} needs a value")
+            key, value = arg[2:], args[i + 1]
+            i += 2
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "columns":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Resolve a RunConfig from defaults, then a YAML file, then `--section.key value` overrides.
+
+    Args:
+        path: YAML file (optional).
+        overrides: command-line style overrides.
+    Returns:
+        The validated RunConfig.
+    Raises:
+        ConfigError: missing file, bad YAML, unknown key (with a suggestion) or invalid value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for the shipped presets")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return _build(RunConfig, data, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain-dict copy of a (nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a result, for reproducibility records."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("weaver", "torch", "transformers", "peft", "accelerate", "tokenizers", "gguf"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file under a temporary name, fsync it, then rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_resolved(cfg: Any, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write `config.yaml` (the fully resolved config) and `versions.json` into out_dir."""
+    out = Path(out_dir)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    atomic_write_text(out / "versions.json", json.dumps({**versions(), **(extra or {})}, indent=2) + "\n")

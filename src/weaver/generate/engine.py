@@ -1,0 +1,178 @@
+"""The generation engine shared by `weaver generate`, eval, serve and the apps.
+
+    gen = Generator(model, tokenizer)
+    outs = gen.generate(["prompt 1", "prompt 2"], SamplingParams(max_new_tokens=48))
+    for piece in gen.stream("prompt", SamplingParams()):
+        print(piece, end="")
+
+Prompts are already-rendered strings (see weaver.data.chat.render_messages). Batches are left-padded
+and sorted by length so little compute is spent on padding; results come back in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings for one request."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    n: int = 1
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One generated text and its accounting."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) | "length"
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Generator:
+    """Batched generation on a transformers causal LM (plain or PEFT-wrapped)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8):
+        self.model = model
+        self.tok = tokenizer
+        self.batch_size = batch_size
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0}
+
+    def _gen_kwargs(self, p: SamplingParams) -> dict:
+        kw = {
+            "max_new_tokens": p.max_new_tokens,
+            "num_beams": p.num_beams,
+            "repetition_penalty": p.repetition_penalty,
+            "pad_token_id": self.tok.pad_token_id,
+            "eos_token_id": self.tok.eos_token_id,
+            "do_sample": p.temperature > 0,
+        }
+        if p.temperature > 0:
+            kw.update(temperature=p.temperature, top_p=p.top_p, top_k=0)
+        if p.stop:
+            kw.update(stop_strings=list(p.stop), tokenizer=self.tok)
+        return kw
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: list[str], params: SamplingParams, progress: Callable[[int], None] | None = None
+    ) -> list[list[Completion]]:
+        """Generate `params.n` completions for each prompt.
+
+        Args:
+            prompts: rendered prompt strings.
+            params: decoding settings.
+            progress: called with the number of prompts finished after each batch.
+        Returns:
+            For each prompt (in input order), a list of n Completions.
+        """
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        encoded = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        kw = self._gen_kwargs(params)
+        bs = max(1, self.batch_size // max(1, params.n))
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            self._run_batch([encoded[i] for i in idx], idx, params, kw, results)
+            if progress:
+                progress(len(idx))
+        return results
+
+    def _run_batch(self, batch_ids, idx, params: SamplingParams, kw: dict, results) -> None:
+        width = max(len(x) for x in batch_ids)
+        pad = self.tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids])
+        attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids])
+        t0 = time.perf_counter()
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attn, num_return_sequences=params.n, **kw
+        )
+        self.stats["seconds"] += time.perf_counter() - t0
+        new = out[:, width:]
+        for row, seq in enumerate(new):
+            i = idx[row // params.n]
+            ids = seq.tolist()
+            n_tok = len(ids)
+            ended = False
+            if self.tok.eos_token_id in ids:
+                n_tok = ids.index(self.tok.eos_token_id)
+                ended = True
+            while n_tok and ids[n_tok - 1] == pad and not ended:
+                n_tok -= 1
+            text = self.tok.decode(ids[:n_tok], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, params.stop)
+            self.stats["new_tokens"] += n_tok
+            self.stats["prompts"] += 1
+            reason = "stop" if (ended or stopped or n_tok < params.max_new_tokens) else "length"
+            results[i].append(Completion(text.strip(), len(batch_ids[row // params.n]), n_tok, reason))
+
+    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply to one prompt piece by piece as it is generated.
+
+        Args:
+            prompt: rendered prompt string.
+            params: decoding settings (n is ignored: one stream).
+            cancel: set it to stop generation early (e.g. a client disconnected).
+        """
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return bool(cancel is not None and cancel.is_set())
+
+        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
+        ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
+        kw = self._gen_kwargs(params)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        **ids, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]), **kw
+                    )
+            except BaseException as exc:  # surfaced to the consumer below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        emitted = ""
+        for piece in streamer:
+            candidate = emitted + piece
+            cut, stopped = _cut_at_stop(candidate, params.stop)
+            if cut[len(emitted) :]:
+                yield cut[len(emitted) :]
+            emitted = cut
+            if stopped:
+                if cancel is not None:
+                    cancel.set()
+                break
+        thread.join()
+        if errors:
+            raise errors[0]

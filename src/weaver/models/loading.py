@@ -1,0 +1,239 @@
+"""Resolve and load models: a catalog name, a local HF folder, a local .gguf file, or a tuned run.
+
+A GGUF is converted once (dequantised by transformers' GGUF loader) into a safetensors model folder
+under `$WEAVER_HOME/models` (default ~/.cache/weaver/models). The folder is written under a temporary
+name and renamed, and its manifest records the SHA-256 of the source GGUF and of every file written,
+checked on each later load, so an interrupted or damaged conversion is redone, never used.
+
+    model, tok = load_model("smollm2-135m-instruct")
+    model, tok = load_model("runs/dialogsum")      # base model + the run's LoRA adapter
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from weaver.errors import ModelNotFoundError, WeaverError
+from weaver.models.catalog import CatalogEntry, find_entry, unknown_model_error
+
+log = logging.getLogger(__name__)
+MANIFEST = "weaver-model.json"
+
+
+def weaver_home() -> Path:
+    """The cache root: $WEAVER_HOME, default ~/.cache/weaver."""
+    return Path(os.environ.get("WEAVER_HOME") or Path.home() / ".cache" / "weaver")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_ok(folder: Path) -> bool:
+    """True when folder holds a complete conversion whose files match the hashes in its manifest."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        for name, meta in manifest["files"].items():
+            path = folder / name
+            if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _assemble_gguf(entry: CatalogEntry) -> Path:
+    """The catalog entry's GGUF as one file (chunked wheels are joined once into the cache)."""
+    paths = entry.require()
+    if len(paths) == 1:
+        return paths[0]
+    target = weaver_home() / "gguf" / entry.gguf_name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as out:
+        for part in paths:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 22)
+    os.replace(tmp, target)
+    return target
+
+
+def convert_gguf(gguf: Path, cache_root: Path | None = None) -> Path:
+    """Convert a GGUF file into a safetensors HF model folder in the cache (once), and return the folder.
+
+    Raises:
+        WeaverError: when transformers cannot read the GGUF (unsupported architecture or quantisation).
+    """
+    gguf = Path(gguf).resolve()
+    digest = sha256_file(gguf)
+    root = (cache_root or weaver_home()) / "models"
+    target = root / f"{gguf.stem}-{digest[:16]}"
+    if _manifest_ok(target):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{target.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".{target.name}.tmp{os.getpid()}"
+    log.info("converting %s to a safetensors folder (once)", gguf.name)
+    _write_converted(gguf, tmp)
+    files = {}
+    for path in sorted(tmp.iterdir()):
+        files[path.name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    manifest = {"source": str(gguf), "source_sha256": digest, "files": files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def _write_converted(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise WeaverError(f"cannot read GGUF file {gguf}: {exc}") from None
+    # A GGUF-loaded model carries a quantization_config and cannot be saved as is: rebuild it from
+    # its config and state dict.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    out.mkdir(parents=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+@dataclass
+class ResolvedModel:
+    """Where a model spec's weights are: the base HF folder and, for a tuned run, its adapter."""
+
+    base_dir: Path
+    adapter_dir: Path | None = None
+    base_spec: str = ""
+    run_dir: Path | None = None
+
+
+def _is_hf_folder(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _adapter_in(path: Path) -> Path | None:
+    for cand in (path / "adapter", path):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    return None
+
+
+def resolve(spec: str | os.PathLike) -> ResolvedModel:
+    """Resolve a model spec to local folders, converting a GGUF on first use.
+
+    Raises:
+        ModelNotFoundError: unknown name, missing path, or a hub id with no local copy.
+    """
+    spec = str(spec)
+    entry = find_entry(spec)
+    if entry is not None:
+        return ResolvedModel(convert_gguf(_assemble_gguf(entry)), base_spec=spec)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ResolvedModel(convert_gguf(path), base_spec=spec)
+    if path.is_dir():
+        adapter = _adapter_in(path)
+        if adapter is not None:
+            base = _run_base(path, adapter)
+            return ResolvedModel(resolve(base).base_dir, adapter, base_spec=base, run_dir=path)
+        if _is_hf_folder(path):
+            return ResolvedModel(path, base_spec=spec)
+        raise ModelNotFoundError(
+            f"{spec} is a folder but holds neither a Hugging Face model (config.json) nor a Weaver run (adapter/)"
+        )
+    if path.exists():
+        raise ModelNotFoundError(f"{spec} is not a model: pass a .gguf file, a model folder or a run directory")
+    if "/" in spec and not spec.startswith((".", "/", "~")) and spec.count("/") == 1:
+        raise ModelNotFoundError(
+            f"{spec!r} looks like a Hugging Face hub id and Weaver never downloads: fetch it by hand with "
+            f"`huggingface-cli download {spec} --local-dir models/{spec.split('/')[1]}` and pass that folder"
+        )
+    if os.sep in spec or spec.startswith("."):
+        raise ModelNotFoundError(f"model path {spec!r} does not exist")
+    raise unknown_model_error(spec)
+
+
+def _run_base(run_dir: Path, adapter: Path) -> str:
+    """The base model a run or adapter was tuned from: the run's config, else the adapter's config."""
+    cfg = run_dir / "config.yaml"
+    if cfg.is_file():
+        name = (yaml.safe_load(cfg.read_text()) or {}).get("model", {}).get("name")
+        if name:
+            return str(name)
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelNotFoundError(f"cannot tell which base model the adapter in {adapter} belongs to")
+    return str(base)
+
+
+def load_tokenizer(spec: str | os.PathLike | ResolvedModel):
+    """The tokenizer (with chat template) of a model spec; pad token defaults to EOS."""
+    from transformers import AutoTokenizer
+
+    resolved = spec if isinstance(spec, ResolvedModel) else resolve(spec)
+    tok = AutoTokenizer.from_pretrained(resolved.base_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def resolve_dtype(dtype: str):
+    """torch dtype for a config string: auto -> float32 (measured fastest for generation on CPU here)."""
+    import torch
+
+    return {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def load_model(spec: str | os.PathLike, dtype: str = "auto", merge: bool = False, with_adapter: bool = True):
+    """Load a model and its tokenizer, ready for inference (eval mode).
+
+    Args:
+        spec: catalog name, HF folder, .gguf file or tuned run directory.
+        dtype: auto | float32 | bfloat16.
+        merge: fold a run's adapter into the base weights (faster generation).
+        with_adapter: False loads only the base model of a run.
+    Returns:
+        (model, tokenizer)
+    Raises:
+        ModelNotFoundError: when the spec cannot be resolved.
+    """
+    from transformers import AutoModelForCausalLM
+
+    resolved = resolve(spec)
+    tok = load_tokenizer(resolved)
+    model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=resolve_dtype(dtype))
+    if resolved.adapter_dir is not None and with_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resolved.adapter_dir)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    return model, tok

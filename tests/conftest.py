@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, built in-process, and a fixed seed.
+
+The tokenizer files in tests/fixtures/smollm2-tokenizer come from SmolLM2-135M-Instruct (Apache-2.0).
+Tests marked `integration` load the real embedded model; `slow` ones take more than ~30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKENIZER_DIR = FIXTURES / "smollm2-tokenizer"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _weaver_home(tmp_path_factory, monkeypatch, request):
+    """Unit tests get a private cache; integration tests share the real one (conversion is slow)."""
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setenv("WEAVER_HOME", str(tmp_path_factory.mktemp("weaver_home")))
+
+
+def _tiny_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer (with its chat template)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved HF folder with a 2-layer, hidden-64 random Llama and the real SmolLM2 tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model = LlamaForCausalLM(_tiny_config())
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    """(model, tokenizer) loaded fresh from tiny_model_dir, so tests may modify the model."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real public datasets); tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
