@@ -54,6 +54,8 @@ class DataConfig:
     translate, continue, code, custom."""
     lang: str = "en"
     """Language of the task instruction: en | zh."""
+    instruction: str | None = None
+    """Instruction for every record (default: the record's own instruction, else the task's)."""
     template: str | None = None
     """For task=custom: the instruction template with {input}-style fields."""
     source_lang: str | None = None
