@@ -6,7 +6,8 @@
         print(piece, end="")
 
 Prompts are already-rendered strings (see weaver.data.chat.render_messages). Batches are left-padded
-and sorted by length so little compute is spent on padding; results come back in input order.
+and sorted by length so little compute is spent on padding; results come back in input order. The
+repetition penalty ignores pad positions, so a prompt gets the same greedy reply alone or in a batch.
 """
 
 from __future__ import annotations
@@ -43,6 +44,30 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) | "length"
 
 
+class _RepetitionPenalty:
+    """HF's repetition penalty (CTRL paper), but blind to each row's left padding.
+
+    transformers' own processor penalises every token id in the row, pad tokens included, so a padded
+    prompt would be decoded differently from the same prompt alone. `offsets[i]` is the pad width of
+    batch row i; rows expanded for beams or n candidates map back to their prompt by integer division.
+    """
+
+    def __init__(self, penalty: float, offsets: list[int]):
+        self.penalty = penalty
+        self.offsets = torch.tensor(offsets)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        factor = input_ids.shape[0] // len(self.offsets)
+        start = self.offsets.repeat_interleave(factor).unsqueeze(1)
+        ids = input_ids.clone()
+        pad_pos = torch.arange(ids.shape[1]).unsqueeze(0) < start
+        first_real = ids.gather(1, start.clamp(max=ids.shape[1] - 1))
+        ids = torch.where(pad_pos, first_real, ids)  # pads replaced by a token the row already has
+        picked = scores.gather(1, ids)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, ids, picked)
+
+
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -59,17 +84,29 @@ class Generator:
             self.tok.pad_token = self.tok.eos_token
         self.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0}
 
-    def _gen_kwargs(self, p: SamplingParams) -> dict:
+    def _gen_kwargs(self, p: SamplingParams, offsets: list[int]) -> dict:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
         kw = {
             "max_new_tokens": p.max_new_tokens,
             "num_beams": p.num_beams,
-            "repetition_penalty": p.repetition_penalty,
+            "num_return_sequences": p.n,
             "pad_token_id": self.tok.pad_token_id,
             "eos_token_id": self.tok.eos_token_id,
             "do_sample": p.temperature > 0,
         }
+        # Our processors run in this order: penalty, then temperature, then top-p (transformers appends
+        # custom processors after its own, so temperature and top-p are ours too).
+        procs = []
+        if p.repetition_penalty != 1.0:
+            procs.append(_RepetitionPenalty(p.repetition_penalty, offsets))
         if p.temperature > 0:
-            kw.update(temperature=p.temperature, top_p=p.top_p, top_k=0)
+            kw["top_k"] = 0
+            procs.append(TemperatureLogitsWarper(p.temperature))
+            if p.top_p < 1.0:
+                procs.append(TopPLogitsWarper(p.top_p))
+        if procs:
+            kw["logits_processor"] = LogitsProcessorList(procs)
         if p.stop:
             kw.update(stop_strings=list(p.stop), tokenizer=self.tok)
         return kw
@@ -92,24 +129,22 @@ class Generator:
         encoded = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[list[Completion]] = [[] for _ in prompts]
-        kw = self._gen_kwargs(params)
         bs = max(1, self.batch_size // max(1, params.n))
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            self._run_batch([encoded[i] for i in idx], idx, params, kw, results)
+            self._run_batch([encoded[i] for i in idx], idx, params, results)
             if progress:
                 progress(len(idx))
         return results
 
-    def _run_batch(self, batch_ids, idx, params: SamplingParams, kw: dict, results) -> None:
+    def _run_batch(self, batch_ids, idx, params: SamplingParams, results) -> None:
         width = max(len(x) for x in batch_ids)
+        kw = self._gen_kwargs(params, [width - len(x) for x in batch_ids])
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids])
         attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids])
         t0 = time.perf_counter()
-        out = self.model.generate(
-            input_ids=input_ids, attention_mask=attn, num_return_sequences=params.n, **kw
-        )
+        out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kw)
         self.stats["seconds"] += time.perf_counter() - t0
         new = out[:, width:]
         for row, seq in enumerate(new):
@@ -145,7 +180,8 @@ class Generator:
 
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
-        kw = self._gen_kwargs(params)
+        kw = self._gen_kwargs(params, [0])
+        kw["num_return_sequences"] = 1
         if params.seed is not None:
             torch.manual_seed(params.seed)
         errors: list[BaseException] = []
