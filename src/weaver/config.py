@@ -225,6 +225,19 @@ class EvalConfig:
     """Report folder; default: <run>/eval."""
     semantic: bool = True
     """Compute semantic similarity with the offline sentence-embedding model when installed."""
+    perplexity: bool = True
+    """Compute each model's perplexity of the references (teacher-forced, given the prompt)."""
+    examples: int = 8
+    """Side-by-side examples shown in report.md / report.html."""
+    zh_tokens: str = "char"
+    """Chinese ROUGE units: char (each character a token) | word (jieba words)."""
+
+    def __post_init__(self) -> None:
+        _choice("eval.zh_tokens", self.zh_tokens, ("char", "word"))
+        if self.bootstrap < 100:
+            raise ConfigError(f"eval.bootstrap must be at least 100 resamples, got {self.bootstrap}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"eval.limit must be at least 1 (or none for all), got {self.limit}")
 
 
 @dataclass
