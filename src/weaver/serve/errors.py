@@ -1,0 +1,131 @@
+"""API errors in OpenAI's envelope, the request-size limit and the API-key check.
+
+Every error the server answers has the body `{"error": {"message", "type", "param", "code"}}`:
+400 invalid values (FastAPI's 422 validation errors are answered as 400), 401 missing or wrong key,
+404 unknown model or path, 413 body too large, 429 queue full, 503 loading, 504 timed out.
+A 500 means a bug in Weaver, never a client's mistake.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+          503: "server_error", 504: "timeout_error"}
+
+
+class APIError(HTTPException):
+    """An error answered to the client in OpenAI's envelope."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type_: str | None = None):
+        super().__init__(status_code=status, detail=message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type_ or _TYPES.get(status, "server_error")
+
+
+def envelope(status: int, message: str, param: str | None = None, code: str | None = None,
+             type_: str | None = None, headers: dict | None = None) -> JSONResponse:
+    """A JSONResponse with OpenAI's error body."""
+    body = {"error": {"message": message, "type": type_ or _TYPES.get(status, "server_error"),
+                      "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    if err.get("type") == "missing":
+        return f"missing required parameter {param!r}", param
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in OpenAI's envelope (validation -> 400, HTTP errors keep their status)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return envelope(400, message, param=param, code="invalid_value")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        if isinstance(exc, APIError):
+            return envelope(exc.status_code, exc.message, exc.param, exc.code, exc.type, headers=exc.headers)
+        if exc.status_code == 404:
+            return envelope(404, f"no such endpoint: {request.method} {request.url.path}", code="not_found")
+        if exc.status_code == 405:
+            return envelope(405, f"method {request.method} is not allowed on {request.url.path}")
+        return envelope(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return envelope(500, f"internal server error ({type(exc).__name__}); this is a bug in Weaver",
+                        type_="server_error", code="internal_error")
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies over `limit` bytes with 413, by Content-Length or while streaming in."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        message = f"request body is larger than the server's limit of {self.limit} bytes"
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(send, message)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise APIError(413, message, code="request_too_large")
+            return msg
+
+        await self.app(scope, limited_receive, send)
+
+    @staticmethod
+    async def _reject(send, message: str) -> None:
+        body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                     "code": "request_too_large"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def check_api_key(request: Request, api_key: str | None) -> None:
+    """Raise 401 unless the request carries `Authorization: Bearer <api_key>` (no-op when no key is set)."""
+    if api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'", code="invalid_api_key")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "incorrect API key provided", code="invalid_api_key")
