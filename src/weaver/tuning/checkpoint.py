@@ -1,0 +1,177 @@
+"""Crash-safe checkpoints: write to a temporary folder, hash every file into a manifest, then rename.
+
+    save_checkpoint(run_dir, step, model, optimizer, scheduler, state, keep=2)
+    ckpt = latest_checkpoint(run_dir)          # newest checkpoint whose manifest verifies, or None
+    state = load_checkpoint(ckpt, model, optimizer, scheduler)
+
+A checkpoint holds the trainable weights, the optimizer and scheduler states, the torch/numpy/python
+RNG states and the data position (epoch and batch index within the epoch's deterministic order), so a
+resumed run continues exactly where the killed one stopped. A folder whose manifest is missing or
+whose files do not match their recorded size and SHA-256 (a crash mid-write, a truncated copy) is
+skipped with a warning and the previous good checkpoint is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from weaver.models.loading import sha256_file
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+WEIGHTS = "trainable.safetensors"
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir())}
+    with open(folder / MANIFEST, "w", encoding="utf-8") as fh:
+        json.dump({"files": files}, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def verify(folder: Path) -> bool:
+    """True when every file listed in folder's manifest exists with its recorded size and SHA-256."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        return bool(files) and all(
+            (folder / n).stat().st_size == m["size"] and sha256_file(folder / n) == m["sha256"]
+            for n, m in files.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _steps(run_dir: Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / "checkpoints"
+    out = []
+    for p in root.glob("step-*") if root.is_dir() else []:
+        try:
+            out.append((int(p.name.split("-", 1)[1]), p))
+        except ValueError:
+            continue
+    return sorted(out, reverse=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of a run whose manifest verifies (damaged ones are skipped with a warning)."""
+    for _, path in _steps(Path(run_dir)):
+        if verify(path):
+            return path
+        log.warning("checkpoint %s is incomplete or corrupted (manifest check failed); using an older one", path)
+    return None
+
+
+def trainable_tensors(model) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name, as contiguous CPU tensors."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir, step: int, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+    """Write checkpoints/step-NNNNNN atomically and prune all but the newest `keep` good ones.
+
+    Args:
+        run_dir: the run directory.
+        step: optimizer steps done.
+        model: the unwrapped model being trained.
+        optimizer, scheduler: their states are saved.
+        state: JSON-serialisable loop state (epoch, batch position, best metric, ...).
+        keep: how many checkpoints to keep.
+    Returns:
+        The checkpoint folder.
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".{final.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(trainable_tensors(model), str(tmp / WEIGHTS))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+               tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1))
+    for p in tmp.iterdir():
+        with open(p, "rb+") as fh:
+            os.fsync(fh.fileno())
+    _write_manifest(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for _, old in _steps(Path(run_dir))[max(keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> dict:
+    """Restore weights, optimizer, scheduler and RNG states from a checkpoint; return its loop state.
+
+    Raises:
+        RuntimeError: the checkpoint does not match the model's trainable parameters.
+    """
+    tensors = load_file(str(folder / WEIGHTS))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
+    if missing:
+        raise RuntimeError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+    blob = torch.load(folder / "optimizer.pt", weights_only=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(blob["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(blob["scheduler"])
+    _set_rng_state(blob["rng"])
+    return json.loads((folder / "state.json").read_text())
+
+
+def save_model_dir(model, dest: Path, tokenizer=None) -> None:
+    """Save the adapter (peft) or the whole model (freeze/full) to dest, atomically replacing it."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer is not None and not hasattr(model, "peft_config"):
+        tokenizer.save_pretrained(tmp)
+    _write_manifest(tmp)
+    old = dest.with_name(f".{dest.name}.old{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

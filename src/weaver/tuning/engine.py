@@ -1,0 +1,98 @@
+"""The pieces of one training step: precision choice, the loss, the optimizer and the LR schedule.
+
+The loss computes LM-head logits only at supervised (target) positions: with SmolLM2's 49k-token
+vocabulary, full-sequence logits dominate both the time and the memory of a step on CPU, while a
+summarisation example supervises ~30 of its ~250 tokens. Gradients are identical to the full-logit
+loss (a test checks it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from weaver.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """Pick the autocast precision: ("bf16" | "fp32", why).
+
+    Args:
+        requested: auto | bf16 | fp32 (train.precision).
+        device: the training device.
+    Returns:
+        The chosen precision and a one-line reason (recorded in run.json).
+    """
+    if requested != "auto":
+        return requested, "set by train.precision"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "CUDA device supports bf16"
+        return "fp32", "CUDA device without bf16"
+    if device.type == "cpu":
+        cap = torch.backends.cpu.get_cpu_capability()
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return "bf16", f"CPU with native bf16 (oneDNN bf16 supported, capability {cap})"
+        return "fp32", f"CPU without native bf16 (capability {cap})"
+    return "fp32", f"no bf16 autocast rule for device {device.type}"
+
+
+def autocast(precision: str, device: torch.device):
+    """Autocast context for the forward pass (master weights stay fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _base(model):
+    """The plain transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class CausalLMLoss(torch.nn.Module):
+    """Mean next-token cross-entropy over target positions, as one module (what DDP/accelerate wraps).
+
+    forward(input_ids, attention_mask, labels) -> (loss, number of target tokens)
+    """
+
+    def __init__(self, model, target_only: bool = True):
+        super().__init__()
+        self.model = model
+        self.target_only = target_only
+
+    def forward(self, input_ids, attention_mask, labels):
+        shifted = labels[:, 1:]
+        mask = shifted != -100
+        n = mask.sum()
+        if not self.target_only:
+            # prefix tuning needs peft's own forward (it injects the virtual tokens' keys and values)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            return out.loss, n
+        base = _base(self.model)
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[:, :-1][mask])
+        cap = getattr(base.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return F.cross_entropy(logits.float(), shifted[mask]), n
+
+
+def make_optimizer(model, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or SGD with momentum (weight decay = L2) over the trainable params."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def make_scheduler(optimizer, train: TrainConfig, total_steps: int):
+    """Constant, linear or cosine decay after `warmup_steps` of linear warm-up (transformers' schedules)."""
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[train.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=total_steps)

@@ -1,0 +1,284 @@
+"""The training loop behind `weaver tune`: accelerate for processes, our own steps for CPU speed.
+
+    trainer = Trainer(model, tokenizer, data, cfg, run_dir)
+    summary = trainer.run()            # resumes from the newest good checkpoint when train.resume allows
+
+Why not transformers' Trainer: bench/train_throughput.py measured it against this loop on the same data
+(target-only logits, length-grouped batches, bf16 autocast, LoRA in the top blocks; see bench/RESULTS.md).
+`accelerate` still owns device placement and data parallelism (DDP over gloo on CPU, NCCL on GPU,
+DeepSpeed/FSDP when `accelerate launch` is given such a config).
+
+The data order is a pure function of (seed, epoch) and a checkpoint records the batch position, so a
+killed run resumes onto the same trajectory as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from weaver.config import RunConfig, TrainConfig
+from weaver.errors import ConfigError, DataError
+from weaver.tuning import checkpoint as ckpt
+from weaver.tuning.callbacks import EarlyStopping, RunLogger, TrainingDiverged, check_finite
+from weaver.tuning.engine import CausalLMLoss, autocast, choose_precision, make_optimizer, make_scheduler
+from weaver.tuning.validate import dev_loss, dev_rouge
+
+log = logging.getLogger(__name__)
+# Methods whose peft forward does more than the base model's: prefix injects virtual keys/values,
+# AdaLoRA adds its orthogonality regulariser to the loss. They use the full forward with labels.
+FULL_FORWARD = ("prefix", "adalora")
+
+
+@dataclass
+class TrainData:
+    """Encoded examples and how to batch them (supplied by run.py from weaver.data)."""
+
+    train: list[dict]
+    """Encoded training examples: {"input_ids": [...], "labels": [...]}."""
+    batches: Callable[[int], list[list[int]]]
+    """epoch -> the epoch's batches as index lists into `train` (deterministic in seed and epoch)."""
+    collate: Callable[[list[dict]], dict]
+    """Examples -> tensors (input_ids, attention_mask, labels)."""
+    dev: list[dict] = field(default_factory=list)
+    """Encoded dev examples for the dev loss."""
+    dev_prompts: list[str] = field(default_factory=list)
+    """Rendered dev prompts for the generation metric."""
+    dev_refs: list[list[str]] = field(default_factory=list)
+    """References for each dev prompt."""
+    lang: str = "en"
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+
+
+def plan_steps(n_batches: int, world: int, train: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for n_batches micro-batches per epoch.
+
+    Raises:
+        DataError: fewer batches than one optimizer step needs.
+    """
+    per_epoch = n_batches // (world * train.grad_accum)
+    if per_epoch == 0:
+        raise DataError(
+            f"too few training examples for one step of batch_size x grad_accum x processes "
+            f"({train.batch_size} x {train.grad_accum} x {world}); lower --train.batch_size"
+        )
+    return per_epoch, train.max_steps or max(1, math.ceil(train.epochs * per_epoch))
+
+
+class Trainer:
+    """One training run: setup in __init__, then `run()` (steps, validation, checkpoints, outputs)."""
+
+    def __init__(self, model, tokenizer, data: TrainData, cfg: RunConfig, run_dir: Path, accelerator=None):
+        from accelerate import Accelerator
+
+        self.cfg, self.t, self.data, self.tok, self.run_dir = cfg, cfg.train, data, tokenizer, Path(run_dir)
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.model = model
+        self.world = self.acc.num_processes
+        self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
+        self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
+        loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD)
+        self.optimizer = make_optimizer(model, self.t)
+        self.scheduler = make_scheduler(self.optimizer, self.t, self.total_steps)
+        self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.stopper = EarlyStopping(self.t.metric, self.t.patience)
+        self.main = self.acc.is_main_process
+        self.logger = RunLogger(self.run_dir, self.t.logging, enabled=self.main, run_name=self.run_dir.name)
+        self.state = {"epoch": 0, "batch": 0, "elapsed": 0.0, "tokens": 0, "target_tokens": 0, "best": None,
+                      "best_step": None, "bad": 0, "last_eval_step": None}
+        self.step = 0
+        self.last_ckpt: str | None = None
+
+    # ---- resume -------------------------------------------------------------------------------------
+    def maybe_resume(self) -> Path | None:
+        """Load the newest good checkpoint according to train.resume; return it (or None)."""
+        if self.t.resume == "never":
+            return None
+        found = ckpt.latest_checkpoint(self.run_dir)
+        if found is None:
+            if self.t.resume == "always":
+                raise ConfigError(f"train.resume is always but {self.run_dir}/checkpoints holds no usable checkpoint")
+            return None
+        self.state.update(ckpt.load_checkpoint(found, self.model, self.optimizer, self.scheduler))
+        self.step = int(self.state.pop("step"))
+        self.stopper = EarlyStopping(self.t.metric, self.t.patience, self.state["best"], self.state["bad"])
+        self.last_ckpt = str(found)
+        if self.main:
+            log.warning("resuming from %s (step %d of %d)", found, self.step, self.total_steps)
+        return found
+
+    # ---- one optimizer step -----------------------------------------------------------------------
+    def _micro_batches(self, order: list[list[int]], pos: int) -> list[dict]:
+        """This process's micro-batches of the optimizer step that starts at batch position pos."""
+        per_step = self.world * self.t.grad_accum
+        mine = order[pos : pos + per_step][self.acc.process_index :: self.world]
+        return [self.data.collate([self.data.train[i] for i in idx]) for idx in mine]
+
+    def _optimizer_step(self, micro: list[dict]) -> float:
+        self.wrapped.train()
+        total = 0.0
+        for k, batch in enumerate(micro):
+            sync = k == len(micro) - 1
+            with contextlib.nullcontext() if sync else self.acc.no_sync(self.wrapped):
+                with autocast(self.precision, self.acc.device):
+                    loss, _ = self.wrapped(**{k2: v.to(self.acc.device) for k2, v in batch.items()})
+                self.acc.backward(loss / len(micro))
+            total += float(loss.detach())
+            self.state["tokens"] += int(batch["attention_mask"].sum())
+            self.state["target_tokens"] += int((batch["labels"][:, 1:] != -100).sum())
+        mean = total / len(micro)
+        if self.world > 1:
+            mean = float(self.acc.reduce(torch.tensor(mean, device=self.acc.device), reduction="mean"))
+        check_finite(mean, self.step + 1, self.last_ckpt)
+        if self.t.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(self.trainable, self.t.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.t.method == "adalora":  # AdaLoRA's rank allocator reads the gradients: before zero_grad
+            self.model.base_model.update_and_allocate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return mean
+
+    # ---- validation and saving -------------------------------------------------------------------
+    def validate(self) -> dict:
+        """Dev loss (and ROUGE-L when train.metric is rougeL); updates early stopping and best/."""
+        if not self.data.dev:
+            return {}
+        with torch.random.fork_rng(devices=[]):  # validation must not shift the training RNG stream
+            out = {"dev_loss": dev_loss(self)}
+            if self.t.metric == "rougeL":
+                out["rougeL"] = dev_rouge(self)
+        value = out[self.t.metric]
+        self.state["last_eval_step"] = self.step
+        if self.stopper.update(value):
+            self.state["best_step"] = self.step
+            if self.main:
+                ckpt.save_model_dir(self.model, self.run_dir / "best", self.tok)
+        self.state["best"], self.state["bad"] = self.stopper.best, self.stopper.bad
+        self.acc.wait_for_everyone()
+        return out
+
+    def save(self) -> None:
+        if self.main:
+            path = ckpt.save_checkpoint(
+                self.run_dir, self.step, self.model, self.optimizer, self.scheduler, dict(self.state),
+                keep=self.t.keep_checkpoints,
+            )
+            self.last_ckpt = str(path)
+        self.acc.wait_for_everyone()
+
+    # ---- the run ------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Train until max_steps / epochs, early stopping or the time budget; write best/ and the final weights.
+
+        Returns:
+            A summary (steps, stop reason, tokens, times, best metric, precision) for run.json.
+        Raises:
+            TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept).
+        """
+        from tqdm.auto import tqdm
+
+        self.maybe_resume()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.main, desc="tune", unit="step")
+        t0, base = time.perf_counter(), self.state["elapsed"]
+        try:
+            stop = self._loop(bar, t0, base)
+        except TrainingDiverged:
+            self.state["elapsed"] = base + time.perf_counter() - t0
+            self.logger.close()
+            raise
+        finally:
+            bar.close()
+        if self.data.dev and self.state["last_eval_step"] != self.step:
+            self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
+        if not self.last_ckpt or not self.last_ckpt.endswith(f"step-{self.step:06d}"):
+            self.save()
+        self.state["elapsed"] = base + time.perf_counter() - t0
+        self._write_final()
+        self.logger.close()
+        return self.summary(stop)
+
+    def _loop(self, bar, t0: float, base: float) -> str:
+        per_step = self.world * self.t.grad_accum
+        orders: dict[int, list[list[int]]] = {}
+        while self.step < self.total_steps:
+            epoch, pos = self.state["epoch"], self.state["batch"]
+            if pos + per_step > self.steps_per_epoch * per_step:
+                self.state["epoch"], self.state["batch"] = epoch + 1, 0
+                continue
+            order = orders.setdefault(epoch, self.data.batches(epoch))
+            orders.pop(epoch - 1, None)
+            s0 = time.perf_counter()
+            loss = self._optimizer_step(self._micro_batches(order, pos))
+            self.step += 1
+            self.state["batch"] = pos + per_step
+            self.state["train_s"] = self.state.get("train_s", 0.0) + time.perf_counter() - s0
+            self.state["elapsed"] = base + time.perf_counter() - t0
+            self._log_train(loss, bar)
+            if self.t.eval_every and self.step % self.t.eval_every == 0 and self.data.dev:
+                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
+                if self.stopper.should_stop:
+                    return "early_stopping"
+            if self.t.save_every and self.step % self.t.save_every == 0:
+                self.save()
+            if self._out_of_time():
+                return "time_budget"
+        return "max_steps" if self.t.max_steps else "epochs"
+
+    def _out_of_time(self) -> bool:
+        if self.t.max_minutes is None:
+            return False
+        over = float(self.state["elapsed"] >= self.t.max_minutes * 60)
+        if self.world > 1:  # every process must take the same decision
+            over = float(self.acc.reduce(torch.tensor(over, device=self.acc.device), reduction="sum"))
+        return over > 0
+
+    def _log_train(self, loss: float, bar) -> None:
+        tps = self.state["tokens"] / max(self.state["train_s"], 1e-9) * self.world
+        lr = self.scheduler.get_last_lr()[0]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:.0f}")
+        self.logger.log({"step": self.step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_s": round(tps, 1),
+                         "time_s": round(self.state["elapsed"], 2)})
+
+    def _write_final(self) -> None:
+        """adapter/ (peft) or model/ (freeze, full): the best validated weights when there are any, else the last."""
+        if self.main:
+            name = "adapter" if hasattr(self.model, "peft_config") else "model"
+            best = self.run_dir / "best"
+            if self.state["best_step"] is not None and ckpt.verify(best):
+                tmp = self.run_dir / f".{name}.copy"
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(best, tmp)
+                shutil.rmtree(self.run_dir / name, ignore_errors=True)
+                tmp.rename(self.run_dir / name)
+            else:
+                ckpt.save_model_dir(self.model, self.run_dir / name, self.tok)
+        self.acc.wait_for_everyone()
+
+    def summary(self, stop: str) -> dict:
+        """Run facts for run.json (token counts summed over processes)."""
+        counts = torch.tensor([self.state["tokens"], self.state["target_tokens"]], dtype=torch.float64)
+        if self.world > 1:
+            counts = self.acc.reduce(counts.to(self.acc.device), reduction="sum").cpu()
+        train_s = self.state.get("train_s", 0.0)
+        return {
+            "steps": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+            "stop_reason": stop, "wall_time_s": round(self.state["elapsed"], 2), "train_time_s": round(train_s, 2),
+            "tokens": int(counts[0]), "target_tokens": int(counts[1]),
+            "tokens_per_s": round(float(counts[0]) / max(train_s, 1e-9), 1),
+            "target_tokens_per_s": round(float(counts[1]) / max(train_s, 1e-9), 1),
+            "best_metric": {"name": self.t.metric, "value": self.state["best"], "step": self.state["best_step"]},
+            "precision": self.precision, "precision_reason": self.precision_why, "processes": self.world,
+        }

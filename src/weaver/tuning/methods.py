@@ -1,0 +1,151 @@
+"""PEFT method builders: turn a pretrained causal LM into the model that `weaver tune` trains.
+
+    model = build_trainable(base_model, cfg.train, total_steps=120)
+    print(trainable_summary(model))
+
+lora / adalora / prefix / ia3 come from `peft`; freeze trains only the top N blocks (and/or the LM head)
+of the plain model; full trains everything. `train.top_layers` (or `train.layers`) restricts LoRA/AdaLoRA
+to some blocks: when only the top blocks are adapted, autograd stops at the lowest adapted block, which
+is where most of the CPU time of a backward pass goes (see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from weaver.config import TrainConfig
+from weaver.errors import ConfigError
+
+log = logging.getLogger(__name__)
+PEFT_METHODS = ("lora", "adalora", "prefix", "ia3")
+
+
+def num_layers(model) -> int:
+    """Number of transformer blocks of a causal LM (from its config)."""
+    cfg = model.config
+    n = getattr(cfg, "num_hidden_layers", None) or getattr(getattr(cfg, "text_config", None), "num_hidden_layers", 0)
+    if not n:
+        raise ConfigError("cannot tell how many layers this model has; remove train.layers / train.top_layers")
+    return int(n)
+
+
+def selected_layers(model, train: TrainConfig) -> list[int] | None:
+    """The block indices chosen by train.layers / train.top_layers (None = all blocks).
+
+    Raises:
+        ConfigError: an index is out of range or top_layers exceeds the model's depth.
+    """
+    n = num_layers(model)
+    if train.layers is not None:
+        out = sorted({i + n if i < 0 else i for i in train.layers})
+        if not out or out[0] < 0 or out[-1] >= n:
+            raise ConfigError(f"train.layers {train.layers} is out of range for a model with {n} layers")
+        return out
+    if train.top_layers is not None:
+        if not 1 <= train.top_layers <= n:
+            raise ConfigError(f"train.top_layers must be between 1 and {n} for this model, got {train.top_layers}")
+        return list(range(n - train.top_layers, n))
+    return None
+
+
+def _targets(train: TrainConfig):
+    mods = list(train.target_modules)
+    return "all-linear" if mods == ["all-linear"] else mods
+
+
+def peft_config(model, train: TrainConfig, total_steps: int):
+    """The peft config object for a PEFT method (lora, adalora, prefix, ia3).
+
+    Raises:
+        ConfigError: a setting that this method does not support.
+    """
+    from peft import AdaLoraConfig, IA3Config, LoraConfig, PrefixTuningConfig, TaskType
+
+    layers = selected_layers(model, train)
+    if train.method == "lora":
+        return LoraConfig(
+            task_type=TaskType.CAUSAL_LM, r=train.lora_r, lora_alpha=train.lora_alpha,
+            lora_dropout=train.lora_dropout, target_modules=_targets(train), layers_to_transform=layers,
+        )
+    if train.method == "adalora":
+        # AdaLoRA prunes ranks from init_r down to target_r between tinit and total_step - tfinal.
+        return AdaLoraConfig(
+            task_type=TaskType.CAUSAL_LM, init_r=train.lora_r, target_r=max(1, train.lora_r // 2),
+            lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout, target_modules=_targets(train),
+            layers_to_transform=layers, total_step=max(total_steps, 3),
+            tinit=max(0, total_steps // 10), tfinal=max(0, total_steps // 5), deltaT=1,
+        )
+    if layers is not None:
+        raise ConfigError(f"train.layers / train.top_layers apply to lora, adalora and freeze, not {train.method}")
+    if train.method == "prefix":
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=train.num_virtual_tokens)
+    if train.method == "ia3":
+        if _targets(train) == "all-linear":
+            return IA3Config(task_type=TaskType.CAUSAL_LM)  # peft's per-architecture default modules
+        ff = [m for m in train.target_modules if m in ("down_proj", "fc2", "c_proj", "w2")]
+        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=train.target_modules, feedforward_modules=ff)
+    raise ConfigError(f"train.method {train.method!r} is not a peft method")
+
+
+def _freeze(model, train: TrainConfig) -> None:
+    """Freeze everything but the selected top blocks (default: the top 2) and, optionally, the LM head."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = selected_layers(model, train)
+    if layers is None:
+        layers = list(range(num_layers(model) - 2, num_layers(model)))
+    layer_list = model.get_decoder().layers
+    for i in layers:
+        for p in layer_list[i].parameters():
+            p.requires_grad_(True)
+    if train.train_lm_head:
+        for p in model.get_output_embeddings().parameters():
+            p.requires_grad_(True)
+    if hasattr(model.get_decoder(), "norm") and layers[-1] == num_layers(model) - 1:
+        for p in model.get_decoder().norm.parameters():
+            p.requires_grad_(True)
+
+
+def build_trainable(model, train: TrainConfig, total_steps: int = 100):
+    """Wrap or mark a pretrained causal LM for training with train.method.
+
+    Args:
+        model: a transformers causal LM (fp32 master weights).
+        train: the train section of the run config.
+        total_steps: planned optimizer steps (AdaLoRA's rank schedule needs it).
+    Returns:
+        The model to train: a `peft.PeftModel` for lora/adalora/prefix/ia3, the model itself otherwise.
+    Raises:
+        ConfigError: a method setting this model does not support.
+    """
+    if train.dropout is not None:
+        for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop"):
+            if hasattr(model.config, name):
+                setattr(model.config, name, train.dropout)
+    if train.method in PEFT_METHODS:
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, peft_config(model, train, total_steps))
+        except ValueError as exc:
+            raise ConfigError(f"train.method {train.method}: {exc}; check train.target_modules") from None
+    if train.method == "freeze":
+        _freeze(model, train)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def trainable_summary(model) -> dict:
+    """Counts of trainable and total parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_params": train, "total_params": total, "trainable_pct": round(100 * train / max(total, 1), 3)}
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The trainable tensors by name (what a checkpoint must save to restore the weights)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,202 @@
+"""`tune(cfg) -> run directory`: the whole fine-tuning stage, top to bottom.
+
+    from weaver.config import load_config
+    from weaver.tuning.run import tune
+    run_dir = tune(load_config("configs/dialogsum-smollm2.yaml", ["--train.max_minutes", "5"]))
+
+Setup (seed, model, data, method), the loop (weaver.tuning.loop.Trainer), then the run directory:
+config.yaml, versions.json, metrics.jsonl, run.json, adapter/ (or model/ for freeze/full), best/,
+checkpoints/, tb/. The same function runs under `accelerate launch` / `torchrun` (data parallel).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import resource
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from weaver.config import RunConfig, atomic_write_text, save_resolved, to_dict
+from weaver.errors import ConfigError, WeaverError
+from weaver.tuning.callbacks import TrainingDiverged
+from weaver.tuning.loop import TrainData, Trainer, plan_steps
+
+log = logging.getLogger(__name__)
+# Settings that may change between a killed run and its resumption (budgets, logging, bookkeeping).
+RESUMABLE_CHANGES = {"max_minutes", "max_steps", "epochs", "resume", "logging", "eval_every", "save_every",
+                     "keep_checkpoints", "patience", "out_dir"}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024, 1)
+
+
+def prompt_instruction(records, data_cfg) -> str:
+    """The instruction most prompts were rendered with (serving reuses it)."""
+    from weaver.data.tasks import task_instruction
+
+    if data_cfg.task == "custom":
+        return data_cfg.template or ""
+    if data_cfg.instruction:
+        return data_cfg.instruction
+    counts = Counter(r.instruction.strip() or task_instruction(data_cfg) for r in records)
+    return counts.most_common(1)[0][0] if counts else task_instruction(data_cfg)
+
+
+def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
+    """Load the splits and encode them with the one prompt renderer (weaver.data).
+
+    Returns:
+        (TrainData for the loop, the splits report with the instruction used).
+    Raises:
+        ConfigError / DataError: from weaver.data (missing file, malformed records).
+    """
+    from weaver.data.splits import load_splits
+    from weaver.data.tasks import get_task, render_prompt
+    from weaver.data.tokenize import collate, encode_example, length_grouped_batches
+
+    splits = load_splits(cfg.data, tokenizer)
+    if not splits.train:
+        raise ConfigError(f"no training records left in {cfg.data.train} after splitting and de-duplication")
+
+    def encode(records):
+        return [encode_example(tokenizer, render_prompt(tokenizer, r, cfg.data), r.output, cfg.data.max_seq_len)
+                for r in records]
+
+    train, t = encode(splits.train), cfg.train
+    if t.group_by_length:
+        def batches(epoch):
+            return length_grouped_batches(train, t.batch_size, t.seed, epoch)
+    else:
+        import random
+
+        def batches(epoch):
+            order = list(range(len(train)))
+            random.Random(t.seed * 1_000_003 + epoch).shuffle(order)
+            return [order[i : i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+
+    task = get_task(cfg.data.task)
+    n_rouge = t.rouge_samples if t.metric == "rougeL" else 0
+    data = TrainData(
+        train=train, batches=batches, collate=lambda ex: collate(ex, tokenizer.pad_token_id),
+        dev=encode(splits.dev),
+        dev_prompts=[render_prompt(tokenizer, r, cfg.data) for r in splits.dev[:n_rouge]],
+        dev_refs=[[r.output, *r.references] for r in splits.dev[:n_rouge]],
+        lang=cfg.data.lang, max_new_tokens=cfg.generate.max_new_tokens or task.max_new_tokens, stop=list(task.stop),
+    )
+    report = {**splits.report, "instruction": prompt_instruction(splits.train, cfg.data)}
+    return data, report
+
+
+def _check_run_dir(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume a run directory that holds a different run; clear it when resume is never."""
+    old_file = run_dir / "config.yaml"
+    if cfg.train.resume == "never":
+        for name in ("checkpoints", "best", "adapter", "model", "tb", "metrics.jsonl", "run.json"):
+            path = run_dir / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        return
+    if not old_file.is_file() or not (run_dir / "checkpoints").is_dir():
+        return
+    old, new = yaml.safe_load(old_file.read_text()) or {}, to_dict(cfg)
+    for section in ("model", "data", "train"):
+        for key, value in new[section].items():
+            if section == "train" and key in RESUMABLE_CHANGES:
+                continue
+            if old.get(section, {}).get(key, value) != value:
+                raise ConfigError(
+                    f"{run_dir} holds a run with {section}.{key}={old[section][key]!r}, not {value!r}: pass a new "
+                    "--train.out_dir, or --train.resume never to start over in it"
+                )
+
+
+def load_base(cfg: RunConfig):
+    """(fp32 model, tokenizer) of cfg.model.name for training."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from weaver.models.loading import load_tokenizer, resolve
+
+    resolved = resolve(cfg.model.name)
+    if resolved.adapter_dir is not None:
+        raise ConfigError(f"model.name {cfg.model.name} is a tuned run: tune from its base {resolved.base_spec!r}")
+    tok = load_tokenizer(resolved)
+    model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    return model, tok
+
+
+def tune(cfg: RunConfig) -> Path:
+    """Fine-tune cfg.model.name on cfg.data with cfg.train.method and write the run directory.
+
+    Args:
+        cfg: the resolved run configuration.
+    Returns:
+        The run directory (cfg.train.out_dir).
+    Raises:
+        ConfigError / DataError: bad settings or data. TrainingDiverged: NaN/inf loss (last good
+        checkpoint kept).
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from weaver.tuning.methods import build_trainable, trainable_summary
+
+    run_dir = Path(cfg.train.out_dir)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    if acc.is_main_process:
+        _check_run_dir(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    set_seed(cfg.train.seed)
+    model, tok = load_base(cfg)
+    data, report = prepare_data(cfg, tok)
+    _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
+    model = build_trainable(model, cfg.train, total_steps=total)
+    trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
+    facts = {"method": cfg.train.method, "base_model": cfg.model.name, **trainable_summary(model),
+             "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}
+    if acc.is_main_process:
+        save_resolved(cfg, run_dir, extra={"data_fingerprint": report.get("fingerprint")})
+    try:
+        summary = trainer.run()
+    except TrainingDiverged:
+        if acc.is_main_process:
+            _write_run_json(run_dir, {**facts, **trainer.summary("nan")})
+        raise
+    if acc.is_main_process:
+        _write_run_json(run_dir, {**facts, **summary})
+        _after_tune(cfg, run_dir)
+    acc.wait_for_everyone()
+    return run_dir
+
+
+def _write_run_json(run_dir: Path, facts: dict) -> None:
+    facts["peak_rss_mb"] = peak_rss_mb()
+    atomic_write_text(run_dir / "run.json", json.dumps(facts, indent=2, default=str) + "\n")
+
+
+def _after_tune(cfg: RunConfig, run_dir: Path) -> None:
+    """eval.after_tune: compare base vs tuned with weaver.eval.runner.evaluate."""
+    if not cfg.eval.after_tune:
+        return
+    try:
+        from weaver.eval.runner import evaluate
+    except ImportError:
+        raise WeaverError(
+            f"tuning finished ({run_dir}) but eval.after_tune needs weaver.eval.runner, which is not installed; "
+            f"run `weaver eval` later"
+        ) from None
+    eval_cfg = copy.deepcopy(cfg)
+    eval_cfg.eval.base = eval_cfg.eval.base or cfg.model.name
+    eval_cfg.model.name = str(run_dir)
+    evaluate(eval_cfg)
