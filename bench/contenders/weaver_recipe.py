@@ -1,0 +1,36 @@
+"""Weaver's default recipe as a contender: `weaver tune <the shipped dialogsum preset>` with the benchmark's data.
+
+Only what the benchmark must control is overridden: the data files, the base model folder, the output
+directory, the wall-clock budget (`train.max_minutes`), the checkpoint cadence (every checkpoint is kept
+so the curve can be drawn) and no evaluation after tuning. Everything else is the preset's.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_preset(configs: Path = ROOT / "configs") -> Path | None:
+    """The shipped dialogsum preset for the embedded model (configs/*dialogsum*.yaml), if any."""
+    found = sorted(configs.glob("*dialogsum*.yaml"))
+    preferred = [p for p in found if "smollm2" in p.name]
+    return (preferred or found or [None])[0]
+
+
+def command(preset: Path, model_dir: Path, train: Path, dev: Path, test: Path, out_dir: Path, s: dict) -> list[str]:
+    """The `weaver tune` command line (run with this interpreter, so the same venv).
+
+    Args:
+        s: budget_min, save_steps, seed, and optionally max_steps (smoke) and extra (list of overrides).
+    """
+    cmd = [sys.executable, "-c", "import sys; from weaver.cli import main; sys.exit(main())", "tune", str(preset),
+           "--model.name", str(model_dir), "--data.train", str(train), "--data.dev", str(dev),
+           "--data.test", str(test), "--train.out_dir", str(out_dir), "--train.max_minutes", str(s["budget_min"]),
+           "--train.save_every", str(s["save_steps"]), "--train.keep_checkpoints", "1000",
+           "--train.resume", "never", "--eval.after_tune", "false"]
+    if s.get("max_steps"):
+        cmd += ["--train.max_steps", str(s["max_steps"])]
+    return cmd + list(s.get("extra", []))

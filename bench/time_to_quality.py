@@ -1,0 +1,235 @@
+"""Time-to-quality: how fast does each tool turn SmolLM2-135M into a good dialogue summariser on this machine?
+
+    .venv/bin/python bench/time_to_quality.py                # full: 3 contenders x 20 min, then scoring
+    .venv/bin/python bench/time_to_quality.py --smoke        # tiny random model, a few steps, < 1 min
+    .venv/bin/python bench/time_to_quality.py --contenders llamafactory --max-steps 3 --n-test 10
+    .venv/bin/python bench/time_to_quality.py --resume       # keep finished training runs and scores
+
+Contenders (bench/contenders/): weaver's default recipe (`weaver tune` with the shipped dialogsum preset),
+a plain Hugging Face recipe (Trainer + peft LoRA, fp32) and LLaMA-Factory 0.9.5 in its own venv. They get
+the same data (bench/contenders/data.py), the same base model folder, LoRA rank 16 and the same wall-clock
+budget counted from process launch; a checkpoint counts when its adapter file was written within the
+budget. After all training, every kept checkpoint is scored the same way (bench/contenders/scoring.py);
+scoring time is not on any training clock. The section `time_to_quality` of RESULTS.md and the plot
+plots/time_to_quality.png are rewritten after every step, so a long run shows partial results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from contenders import data as bdata  # noqa: E402
+from contenders import hf_plain, llamafactory, report, scoring, weaver_recipe  # noqa: E402
+from run import plots_dir, write_section  # noqa: E402
+
+CONTENDERS = ("weaver", "hf_plain", "llamafactory")
+FULL = {"budget_min": 20.0, "epochs": 2.0, "save_steps": 5, "n_train": 300, "n_dev": 50, "n_test": 100,
+        "batch_size": 8, "lr": 3e-4, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "max_seq_len": 512,
+        "max_new_tokens": 48, "repetition_penalty": 1.1, "gen_batch": 8, "max_evals": 8, "seed": 0,
+        "max_steps": None, "grace_s": 60.0, "max_words": 200}
+SMOKE = {**FULL, "budget_min": 1.5, "save_steps": 2, "max_steps": 4, "n_train": 16, "n_dev": 4, "n_test": 4,
+         "batch_size": 4, "max_new_tokens": 16, "max_evals": 3, "grace_s": 10.0, "max_words": 40, "max_seq_len": 160}
+DATA_DIR = ROOT.parent / "shared" / "data" / "dialogsum"
+TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "smollm2-tokenizer"
+
+
+def tiny_model(path: Path) -> Path:
+    """A 2-layer random Llama with the real SmolLM2 tokenizer (as tests/conftest.py builds), saved once."""
+    if (path / "config.json").is_file():
+        return path
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
+    return path
+
+
+def child_env(work: Path) -> dict[str, str]:
+    """Environment for every contender: offline, quiet, caches inside the work folder."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               DISABLE_VERSION_CHECK="1", HF_DATASETS_CACHE=str(work / "hf-datasets"), WANDB_DISABLED="true")
+    return env
+
+
+def launch(cmd: list[str], log: Path, budget_s: float, grace_s: float, env: dict) -> dict:
+    """Run a training command; stop its process group at budget + grace. Returns t0, rc, wall_s, stopped."""
+    with open(log, "w") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        stopped = False
+        try:
+            rc = proc.wait(timeout=budget_s + grace_s)
+        except subprocess.TimeoutExpired:
+            stopped = True
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+    return {"t0": t0, "rc": rc, "wall_s": round(time.time() - t0, 1), "stopped_at_budget": stopped}
+
+
+class SkipContender(Exception):
+    """A contender deliberately not run (the message says why)."""
+
+
+def build(name: str, ctx: dict) -> tuple[list[str], list[str]]:
+    """The command that trains contender `name`, and notes for the results. Raises when it cannot run."""
+    s, out, files = ctx["s"], ctx["work"] / name, ctx["files"]
+    if name == "weaver":
+        preset = ctx["preset"] or weaver_recipe.find_preset()
+        if preset is None:
+            raise RuntimeError("no shipped dialogsum preset (configs/*dialogsum*.yaml) to run weaver's default recipe")
+        spec = {**s, "extra": ctx["weaver_extra"]}
+        cmd = weaver_recipe.command(Path(preset), ctx["model_dir"], files["train"], files["dev"], files["test"],
+                                    out, spec)
+        return cmd, [f"preset `{Path(preset).relative_to(ROOT) if Path(preset).is_relative_to(ROOT) else preset}`"]
+    if name == "hf_plain":
+        cmd = [sys.executable, hf_plain.__file__, "--model", str(ctx["model_dir"]), "--train", str(files["train"]),
+               "--out", str(out), "--epochs", str(s["epochs"]), "--lr", str(s["lr"]), "--batch-size",
+               str(s["batch_size"]), "--save-steps", str(s["save_steps"]), "--max-seq-len", str(s["max_seq_len"]),
+               "--lora-r", str(s["lora_r"]), "--seed", str(s["seed"])]
+        return cmd + (["--max-steps", str(s["max_steps"])] if s["max_steps"] else []), []
+    if ctx["smoke"]:
+        raise SkipContender("skipped in smoke mode (its venv install takes minutes)")
+    python = llamafactory.ensure_venv(ctx["lf_venv"], log=lambda m: print(f"ttq: {m}", flush=True))
+    ctx["lf_versions"] = llamafactory.venv_versions(python)
+    system = ctx["system_prompt"]
+    llamafactory.write_dataset(ctx["data"]["train"], ctx["work"] / "lf-data", system)
+    cfg = llamafactory.write_config(ctx["work"] / "lf-train.yaml", ctx["model_dir"], ctx["work"] / "lf-data", out, s)
+    return llamafactory.command(python, cfg), [llamafactory.STUB_NOTE]
+
+
+def _step(path: str) -> int | None:
+    for part in (Path(path).name, Path(path).parent.name):
+        m = re.search(r"(\d+)$", part)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def train(name: str, ctx: dict) -> dict:
+    """Train one contender under the budget and list its in-budget checkpoints."""
+    s, out = ctx["s"], ctx["work"] / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        cmd, notes = build(name, ctx)
+    except SkipContender as exc:
+        return {"status": "skipped", "error": str(exc), "checkpoints": []}
+    except Exception as exc:  # any failure to set a contender up is reported, with its error, instead of a number
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "checkpoints": []}
+    budget_s = s["budget_min"] * 60
+    load = os.getloadavg()[0]
+    res = launch(cmd, out / "train.log", budget_s, s["grace_s"], ctx["env"])
+    kept, late = scoring.find_checkpoints(out, res["t0"], budget_s)
+    for c in kept:
+        c["step"] = _step(c["path"])
+    ok = res["rc"] == 0 or res["stopped_at_budget"]
+    tail = (out / "train.log").read_text(errors="replace").strip().splitlines()[-12:]
+    return {"status": "ok" if ok and kept else "failed", "cmd": " ".join(cmd), "notes": notes, **res,
+            "load_at_start": round(load, 2), "checkpoints": kept, "late_checkpoints": len(late),
+            "error": None if ok and kept else ("no checkpoint within the budget; " if ok else "") + "\n".join(tail)}
+
+
+def score_all(state: dict, ctx: dict, save) -> None:
+    """Score the base model and every kept checkpoint (cached by adapter digest, so --resume skips them)."""
+    cache = state.setdefault("scores", {})
+    jobs = [("base", None)] + [(c["digest"], c["path"]) for r in state["contenders"].values()
+                               for c in scoring.pick(r.get("checkpoints", []), ctx["s"]["max_evals"])]
+    for key, path in jobs:
+        if key in cache:
+            continue
+        try:
+            res = scoring.evaluate(ctx["model_dir"], Path(path) if path else None, ctx["data"]["test"], ctx["s"])
+        except Exception as exc:  # a half-written checkpoint (stopped mid-save) is reported, not fatal
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        cache[key] = res
+        print(f"ttq: scored {path or 'base model'}: {res.get('rougeL', res.get('error'))}", flush=True)
+        save()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Time-to-quality benchmark: weaver vs plain HF vs LLaMA-Factory.")
+    ap.add_argument("--smoke", action="store_true", help="tiny random model, a few steps, no LLaMA-Factory")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated subset of {CONTENDERS}")
+    ap.add_argument("--resume", action="store_true", help="reuse finished training runs and scores in --work")
+    ap.add_argument("--work", default=None, help="work folder (default bench/.work/ttq or bench/.work/ttq-smoke)")
+    ap.add_argument("--preset", default=None, help="weaver preset (default configs/*dialogsum*.yaml)")
+    ap.add_argument("--weaver-extra", default="", help="extra `--section.key value` overrides for weaver tune")
+    for key in ("budget_min", "epochs", "save_steps", "n_train", "n_test", "max_evals", "max_steps"):
+        ap.add_argument("--" + key.replace("_", "-"), type=float if key in ("budget_min", "epochs") else int)
+    args = ap.parse_args(argv)
+    s = dict(SMOKE if args.smoke else FULL)
+    s.update({k: v for k, v in vars(args).items() if k in s and v is not None})
+    names = [n for n in args.contenders.split(",") if n]
+    if set(names) - set(CONTENDERS):
+        print(f"ttq: unknown contender(s) {sorted(set(names) - set(CONTENDERS))}; choose from {CONTENDERS}")
+        return 2
+    work = Path(args.work or BENCH / ".work" / ("ttq-smoke" if args.smoke else "ttq")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if not DATA_DIR.is_dir():
+        write_section("time_to_quality", f"## Time to quality\n\nNot run: {DATA_DIR} (dialogsum) is not present.")
+        print(f"ttq: {DATA_DIR} not found; nothing measured")
+        return 0 if args.smoke else 1
+    ctx = {"s": s, "smoke": args.smoke, "work": work, "preset": args.preset, "lf_venv": BENCH / ".work" / "lf-venv",
+           "weaver_extra": args.weaver_extra.split(), "env": child_env(work), "lf_versions": {},
+           "data": bdata.load(DATA_DIR, s["n_train"], s["n_dev"], s["n_test"], s["max_words"])}
+    if args.smoke:
+        ctx["model_dir"] = tiny_model(work / "tiny-model")
+    else:
+        from weaver.models.loading import resolve
+
+        ctx["model_dir"] = resolve("smollm2-135m-instruct").base_dir
+    ctx["system_prompt"] = report.default_system(ctx["model_dir"])
+    ctx["files"] = {k: bdata.write_jsonl(ctx["data"][k], work / "data" / f"{k}.jsonl")
+                    for k in ("train", "dev", "test")}
+    state_path = work / "state.json"
+    state = json.loads(state_path.read_text()) if args.resume and state_path.is_file() else {}
+    state.update(settings=s, smoke=args.smoke, command=report.command_line(argv), scorer=scoring.scorer_name())
+    state.setdefault("contenders", {})
+
+    def save() -> None:
+        state["lf_versions"] = ctx["lf_versions"] or state.get("lf_versions", {})
+        state_path.write_text(json.dumps(state, indent=1))
+        report.publish(state, plots_dir() / "time_to_quality.png", write_section)
+
+    for name in names:
+        done = state["contenders"].get(name)
+        if args.resume and done and done["status"] in ("ok", "skipped"):
+            continue
+        print(f"ttq: training {name} (budget {s['budget_min']} min)", flush=True)
+        state["contenders"][name] = train(name, ctx)
+        print(f"ttq: {name}: {state['contenders'][name]['status']}, "
+              f"{len(state['contenders'][name]['checkpoints'])} checkpoints", flush=True)
+        save()
+    score_all(state, ctx, save)
+    save()
+    print(f"ttq: done; section time_to_quality written, state in {state_path}")
+    return 0 if all(state["contenders"][n]["status"] in ("ok", "skipped") for n in names) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""bench/time_to_quality.py and its contenders: data, checkpoint timing, the summary, and a smoke run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from contenders import data as bdata
+from contenders import llamafactory, report, scoring
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_truncate_words_keeps_line_breaks():
+    text = "#P1#: a b\n#P2#: c d e\n#P1#: f"
+    assert bdata.truncate_words(text, 4) == "#P1#: a b\n#P2#:"
+    assert bdata.truncate_words(text, 100) == text
+
+
+def test_fixed_subsets_are_reproducible(shared_data):
+    a = bdata.load(shared_data / "dialogsum", n_train=5, n_dev=2, n_test=3)
+    b = bdata.load(shared_data / "dialogsum", n_train=5, n_dev=2, n_test=3)
+    assert [x["id"] for x in a["train"]] == [x["id"] for x in b["train"]]
+    assert [x["id"] for x in a["test"]] == ["dialogsum-test_0", "dialogsum-test_1", "dialogsum-test_2"]
+    assert len(a["test"][0]["references"]) == 3
+    ex = a["train"][0]
+    assert ex["user"] == f"{ex['instruction']}\n\n{ex['input']}" and len(ex["input"].split()) <= 200
+
+
+def _adapter(folder: Path, payload: bytes, mtime: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    f = folder / scoring.ADAPTER_FILE
+    f.write_bytes(payload)
+    os.utime(f, (mtime, mtime))
+
+
+def test_find_checkpoints_times_dedupes_and_applies_the_budget(tmp_path):
+    t0 = 1_000_000.0
+    _adapter(tmp_path / "checkpoints" / "step-5", b"A", t0 + 30)
+    _adapter(tmp_path / "best", b"A", t0 + 95)  # a copy of step-5: counted once, at its first time
+    _adapter(tmp_path / "checkpoints" / "step-10", b"B", t0 + 60)
+    _adapter(tmp_path / "adapter", b"C", t0 + 130)  # written after the 120 s budget
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / scoring.ADAPTER_FILE).write_bytes(b"D")  # no adapter_config.json: not an adapter
+    kept, late = scoring.find_checkpoints(tmp_path, t0, budget_s=120)
+    assert [(Path(c["path"]).name, c["t_s"]) for c in kept] == [("step-5", 30.0), ("step-10", 60.0)]
+    assert [Path(c["path"]).name for c in late] == ["adapter"]
+
+
+def test_pick_spreads_evenly_and_keeps_the_last():
+    cps = [{"t_s": i} for i in range(10)]
+    assert [c["t_s"] for c in scoring.pick(cps, 4)] == [0, 3, 6, 9]
+    assert [c["t_s"] for c in scoring.pick(cps, 1)] == [9]
+    assert scoring.pick(cps[:3], 8) == cps[:3]
+
+
+def _state(curves: dict[str, list[tuple[float, float]]], base: float = 10.0) -> dict:
+    state = {"settings": {"budget_min": 20, "n_test": 100}, "contenders": {}, "scores": {"base": {"rougeL": base}}}
+    for name, pts in curves.items():
+        cps = []
+        for i, (minutes, score) in enumerate(pts):
+            digest = f"{name}{i}"
+            cps.append({"t_s": minutes * 60, "digest": digest})
+            state["scores"][digest] = {"rougeL": score}
+        state["contenders"][name] = {"status": "ok", "checkpoints": cps}
+    return state
+
+
+def test_summary_target_is_the_lowest_best_and_goal_ratio_is_within_the_run():
+    state = _state({"weaver": [(2, 20.0), (4, 26.0), (6, 27.0)],
+                    "hf_plain": [(5, 18.0), (10, 24.0), (15, 25.0)],
+                    "llamafactory": [(6, 15.0), (12, 22.0), (18, 25.5), (20, 25.0)]})
+    s = report.summarize(state)
+    assert s["target"] == 25.0  # hf_plain's best is the lowest best
+    assert s["rows"]["weaver"]["t_target"] == 4 and s["rows"]["hf_plain"]["t_target"] == 15
+    assert s["rows"]["llamafactory"]["t_target"] == 18
+    goal = s["goal"]  # LLaMA-Factory's final score 25.0: first reached at 18 min; weaver at 4 min
+    assert goal["lf_final"] == 25.0 and goal["t_lf"] == 18 and goal["t_weaver"] == 4
+    assert goal["ratio"] == pytest.approx(4 / 18)
+    md = report.markdown({**state, "command": "cmd", "scorer": "rouge", "settings": {
+        **state["settings"], "n_train": 300, "n_dev": 50, "lora_r": 16, "batch_size": 8, "lr": 3e-4, "lora_alpha": 32,
+        "lora_dropout": 0.05, "epochs": 2, "save_steps": 5, "repetition_penalty": 1.1, "max_new_tokens": 48,
+        "max_evals": 8, "max_words": 200}}, s, "plots/x.png")
+    assert "**0.22x** its time (goal <= 0.5x: met)" in md and "![ROUGE-L" in md
+
+
+def test_summary_reports_a_contender_that_never_gets_there():
+    state = _state({"weaver": [(3, 12.0)], "llamafactory": [(10, 20.0)]})
+    state["contenders"]["hf_plain"] = {"status": "failed", "error": "ImportError: boom", "checkpoints": []}
+    s = report.summarize(state)
+    assert s["target"] == 12.0 and s["goal"]["t_weaver"] is None and "hf_plain" not in s["rows"]
+
+
+def test_llamafactory_data_and_config_match_the_shared_settings(tmp_path):
+    examples = [{"user": "Summarize the following dialogue.\n\n#P1#: hi", "output": "They greet."}]
+    assert llamafactory.write_dataset(examples, tmp_path / "d", "SYS") == "bench_train"
+    rows = json.loads((tmp_path / "d" / "bench_train.json").read_text())
+    assert rows == [{"instruction": examples[0]["user"], "input": "", "output": "They greet.", "system": "SYS"}]
+    info = json.loads((tmp_path / "d" / "dataset_info.json").read_text())
+    assert info["bench_train"]["columns"]["system"] == "system"
+    s = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 8, "lr": 3e-4, "epochs": 2,
+         "save_steps": 5, "max_seq_len": 512, "seed": 0, "max_steps": 3}
+    import yaml
+
+    cfg = yaml.safe_load(llamafactory.write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "d", tmp_path, s)
+                         .read_text())
+    assert cfg["lora_rank"] == 16 and cfg["template"] == "smollm2" and cfg["use_cpu"] and cfg["bf16"]
+    assert cfg["max_steps"] == 3 and cfg["dataset"] == "bench_train"
+
+
+@pytest.mark.slow
+def test_smoke_run_trains_scores_and_writes_the_section(tmp_path, shared_data):
+    env = {**os.environ, "WEAVER_BENCH_RESULTS": str(tmp_path / "RESULTS.md"),
+           "WEAVER_BENCH_PLOTS": str(tmp_path / "plots")}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "time_to_quality.py"), "--smoke", "--work",
+                           str(tmp_path / "work"), "--contenders", "hf_plain,llamafactory"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    hf = state["contenders"]["hf_plain"]
+    assert hf["status"] == "ok" and [c["step"] for c in hf["checkpoints"]] == [2, 4]
+    times = [c["t_s"] for c in hf["checkpoints"]]
+    assert times == sorted(times) and 0 < times[0] and times[-1] <= state["settings"]["budget_min"] * 60
+    assert all("rougeL" in state["scores"][c["digest"]] for c in hf["checkpoints"])
+    assert state["contenders"]["llamafactory"] == {"status": "skipped", "checkpoints": [],
+                                                   "error": "skipped in smoke mode (its venv install takes minutes)"}
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "<!-- BEGIN time_to_quality -->" in md and "| plain Hugging Face (Trainer + peft, fp32) | ok | 2 |" in md
+    assert (tmp_path / "plots" / "time_to_quality.png").stat().st_size > 5000
