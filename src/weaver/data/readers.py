@@ -159,7 +159,7 @@ def _check_length(record: Record, tokenizer, max_output_tokens: int | None) -> N
         return
     n = len(tokenizer(record.output, add_special_tokens=False)["input_ids"])
     if n > max_output_tokens:
-        raise RecordProblem("output", f"output is {n} tokens, over the limit of {max_output_tokens} "
+        raise RecordProblem("output", f"is {n} tokens, over the limit of {max_output_tokens} "
                             "(raise --data.max_output_tokens or shorten it)", "too_long")
 
 

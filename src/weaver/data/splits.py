@@ -100,6 +100,8 @@ def _read(path: str, data_cfg: DataConfig, tokenizer, report: dict, check_length
 def _carve(data_cfg: DataConfig, train: list[Record], dev, test):
     """Fill in the missing dev/test from train by data.split ratios."""
     tr, dv, ts = data_cfg.split
+    if dev is not None and test is not None:
+        return train, dev, test
     if dev is None and test is None:
         return split_records(train, [tr, dv, ts], data_cfg.seed)
     if dev is None:

@@ -119,6 +119,9 @@ class Collator:
     single row, position_ids restart at 0 for each, and labels get -100 at each example's first token.
     There is no attention_mask, so transformers builds a block-diagonal causal mask from the position_ids
     and no example attends to another (tests/data/test_tokenize.py checks the logits against unpacked runs).
+    The batch carries `use_cache=False`: transformers only detects packed rows when no cache is in use, and
+    a model called with its default use_cache=True would silently let examples attend to each other.
+    Call the model as `model(**batch)`.
     """
 
     def __init__(self, pad_id: int, pack: bool = False):
@@ -131,7 +134,9 @@ class Collator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not self.pack:
             return collate(examples, self.pad_id)
-        return dict(self._flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]))
+        batch = dict(self._flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]))
+        batch["use_cache"] = False  # with a KV cache transformers skips packed-sequence detection: mask leaks
+        return batch
 
 
 def padding_fraction(batches: Sequence[dict]) -> float:
