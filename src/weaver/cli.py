@@ -36,7 +36,13 @@ def _available_verbs() -> dict[str, tuple[str, str]]:
     """Verbs whose module exists in this installation (stages land one at a time)."""
     import importlib.util
 
-    return {v: spec for v, spec in VERBS.items() if importlib.util.find_spec(spec[0]) is not None}
+    def present(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the parent package has not landed
+            return False
+
+    return {v: spec for v, spec in VERBS.items() if present(spec[0])}
 
 
 def build_parser() -> argparse.ArgumentParser:
