@@ -40,8 +40,8 @@ FULL = {"budget_min": 20.0, "epochs": 2.0, "save_steps": 5, "n_train": 300, "n_d
         "batch_size": 8, "lr": 3e-4, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "max_seq_len": 512,
         "max_new_tokens": 48, "repetition_penalty": 1.1, "gen_batch": 8, "max_evals": 8, "seed": 0,
         "max_steps": None, "grace_s": 60.0, "max_words": 200}
-SMOKE = {**FULL, "budget_min": 1.5, "save_steps": 2, "max_steps": 4, "n_train": 16, "n_dev": 4, "n_test": 4,
-         "batch_size": 4, "max_new_tokens": 16, "max_evals": 3, "grace_s": 10.0, "max_words": 40, "max_seq_len": 160}
+SMOKE = {**FULL, "budget_min": 1.5, "save_steps": 1, "max_steps": 2, "n_train": 8, "n_dev": 2, "n_test": 2,
+         "batch_size": 4, "max_new_tokens": 8, "max_evals": 2, "grace_s": 10.0, "max_words": 40, "max_seq_len": 160}
 DATA_DIR = ROOT.parent / "shared" / "data" / "dialogsum"
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "smollm2-tokenizer"
 

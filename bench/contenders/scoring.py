@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 ADAPTER_FILE = "adapter_model.safetensors"
+# weaver's resumable checkpoints (weaver.tuning.checkpoint) hold the trainable tensors, not a peft folder.
+WEAVER_FILE, WEAVER_STATE = "trainable.safetensors", "state.json"
 
 
 def scorer_name() -> str:
@@ -48,16 +50,19 @@ def _digest(path: Path) -> str:
 
 
 def find_checkpoints(out_dir: Path, t0: float, budget_s: float) -> tuple[list[dict], list[dict]]:
-    """Adapters saved under out_dir, with their time since launch (the adapter file's mtime - t0).
+    """Adapters saved under out_dir, with their time since launch (the weights file's mtime - t0).
+
+    An adapter is a peft folder (adapter_config.json + adapter_model.safetensors) or one of weaver's
+    resumable checkpoints (checkpoints/step-N/ with trainable.safetensors + state.json).
 
     Identical adapters (a `best/` copy of a checkpoint) count once, at their earliest time.
     Returns:
         (kept, late): kept are within the budget, sorted by time; late were written after it.
     """
     seen: dict[str, dict] = {}
-    for f in Path(out_dir).rglob(ADAPTER_FILE):
-        if not (f.parent / "adapter_config.json").is_file():
-            continue
+    found = [f for f in Path(out_dir).rglob(ADAPTER_FILE) if (f.parent / "adapter_config.json").is_file()]
+    found += [f for f in Path(out_dir).rglob(WEAVER_FILE) if (f.parent / WEAVER_STATE).is_file()]
+    for f in found:
         entry = {"path": str(f.parent), "t_s": round(f.stat().st_mtime - t0, 1), "digest": _digest(f)}
         old = seen.get(entry["digest"])
         if old is None or entry["t_s"] < old["t_s"]:
@@ -75,6 +80,30 @@ def pick(checkpoints: list[dict], limit: int) -> list[dict]:
     n = len(checkpoints) - 1
     idx = sorted({round(i * n / (limit - 1)) for i in range(limit)})
     return [checkpoints[i] for i in idx]
+
+
+def load_adapter(model, folder: Path):
+    """The base model with the folder's adapter merged in (a peft folder or a weaver checkpoint).
+
+    A weaver checkpoint's tensors are loaded by weaver's own `load_checkpoint` into the peft model
+    described by the run's adapter/ (or best/) config, so names and shapes are checked.
+    Raises:
+        FileNotFoundError: a weaver checkpoint whose run has no adapter config yet.
+        RuntimeError: the checkpoint does not match that adapter.
+    """
+    from peft import PeftModel
+
+    if (folder / "adapter_config.json").is_file():
+        return PeftModel.from_pretrained(model, folder).merge_and_unload()
+    from weaver.tuning.checkpoint import load_checkpoint
+
+    run_dir = folder.parent.parent
+    cfg_dir = next((d for d in (run_dir / "adapter", run_dir / "best") if (d / "adapter_config.json").is_file()), None)
+    if cfg_dir is None:
+        raise FileNotFoundError(f"{run_dir} has no adapter/ or best/ to tell the adapter's shape")
+    model = PeftModel.from_pretrained(model, cfg_dir, is_trainable=True)
+    load_checkpoint(folder, model)
+    return model.merge_and_unload()
 
 
 def evaluate(model_dir: Path, adapter_dir: Path | None, test: list[dict], settings: dict) -> dict:
@@ -95,9 +124,7 @@ def evaluate(model_dir: Path, adapter_dir: Path | None, test: list[dict], settin
     tok.pad_token = tok.pad_token or tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        model = load_adapter(model, Path(adapter_dir))
     model.eval()
     prompts = [render_messages(tok, [{"role": "user", "content": ex["user"]}]) for ex in test]
     params = SamplingParams(max_new_tokens=settings["max_new_tokens"], temperature=0.0,
