@@ -14,11 +14,13 @@ from weaver.eval.runner import evaluate, metric_lang, references
 RECORDS = [
     {"id": "a", "instruction": "", "input": "#Person1#: The train is late. <script>alert(1)</script>",
      "output": "The train is late.", "references": ["The train is late.", "A late train is discussed."]},
-    {"id": "b", "instruction": "", "input": "#Person1#: Lunch at noon?\n#Person2#: Sure.", "output": "They agree on lunch."},
+    {"id": "b", "instruction": "", "input": "#Person1#: Lunch at noon?\n#Person2#: Sure.",
+     "output": "They agree on lunch."},
     {"id": "c", "instruction": "", "input": "#Person1#: I lost my keys & wallet.", "output": "Someone lost keys."},
     {"id": "d", "instruction": "", "input": "#Person1#: Is it raining?\n#Person2#: Yes, take an umbrella.",
      "output": "It is raining, so #Person2# suggests an umbrella."},
-    {"id": "e", "instruction": "", "input": "#Person1#: The meeting moved to Friday.", "output": "The meeting is Friday."},
+    {"id": "e", "instruction": "", "input": "#Person1#: The meeting moved to Friday.",
+     "output": "The meeting is Friday."},
 ]
 
 
