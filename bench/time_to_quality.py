@@ -100,12 +100,12 @@ def build(name: str, ctx: dict) -> tuple[list[str], list[str]]:
     s, out, files = ctx["s"], ctx["work"] / name, ctx["files"]
     if name == "weaver":
         preset = ctx["preset"] or weaver_recipe.find_preset()
-        if preset is None:
-            raise RuntimeError("no shipped dialogsum preset (configs/*dialogsum*.yaml) to run weaver's default recipe")
+        note = f"preset `{os.path.relpath(preset, ROOT)}`" if preset else \
+            "no summarisation preset in configs/, so weaver's built-in defaults (weaver.config) with task summarize"
+        preset = Path(preset or weaver_recipe.defaults_preset(ctx["work"] / "weaver-defaults.yaml"))
         spec = {**s, "extra": ctx["weaver_extra"]}
-        cmd = weaver_recipe.command(Path(preset), ctx["model_dir"], files["train"], files["dev"], files["test"],
-                                    out, spec)
-        return cmd, [f"preset `{Path(preset).relative_to(ROOT) if Path(preset).is_relative_to(ROOT) else preset}`"]
+        cmd = weaver_recipe.command(preset, ctx["model_dir"], files["train"], files["dev"], files["test"], out, spec)
+        return cmd, [note]
     if name == "hf_plain":
         cmd = [sys.executable, hf_plain.__file__, "--model", str(ctx["model_dir"]), "--train", str(files["train"]),
                "--out", str(out), "--epochs", str(s["epochs"]), "--lr", str(s["lr"]), "--batch-size",

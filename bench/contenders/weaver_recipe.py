@@ -14,10 +14,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def find_preset(configs: Path = ROOT / "configs") -> Path | None:
-    """The shipped dialogsum preset for the embedded model (configs/*dialogsum*.yaml), if any."""
-    found = sorted(configs.glob("*dialogsum*.yaml"))
-    preferred = [p for p in found if "smollm2" in p.name]
-    return (preferred or found or [None])[0]
+    """The shipped summarisation preset for the embedded model (configs/*dialogsum*.yaml, else *summar*.yaml)."""
+    for pattern in ("*dialogsum*.yaml", "*summar*.yaml"):
+        found = sorted(configs.glob(pattern))
+        preferred = [p for p in found if "smollm2" in p.name]
+        if found:
+            return (preferred or found)[0]
+    return None
+
+
+def defaults_preset(path: Path) -> Path:
+    """A config holding only `data.task: summarize`: weaver's built-in defaults, when no preset is shipped."""
+    path.write_text("# weaver's built-in defaults (weaver.config), task summarize\ndata:\n  task: summarize\n")
+    return path
 
 
 def command(preset: Path, model_dir: Path, train: Path, dev: Path, test: Path, out_dir: Path, s: dict) -> list[str]:

@@ -118,7 +118,7 @@ def test_smoke_run_trains_scores_and_writes_the_section(tmp_path, shared_data):
     env = {**os.environ, "WEAVER_BENCH_RESULTS": str(tmp_path / "RESULTS.md"),
            "WEAVER_BENCH_PLOTS": str(tmp_path / "plots")}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "time_to_quality.py"), "--smoke", "--work",
-                           str(tmp_path / "work"), "--contenders", "hf_plain,llamafactory"],
+                           str(tmp_path / "work")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     state = json.loads((tmp_path / "work" / "state.json").read_text())
@@ -126,7 +126,13 @@ def test_smoke_run_trains_scores_and_writes_the_section(tmp_path, shared_data):
     assert hf["status"] == "ok" and [c["step"] for c in hf["checkpoints"]] == [1, 2]
     times = [c["t_s"] for c in hf["checkpoints"]]
     assert times == sorted(times) and 0 < times[0] and times[-1] <= state["settings"]["budget_min"] * 60
-    assert all("rougeL" in state["scores"][c["digest"]] for c in hf["checkpoints"])
+    weaver = state["contenders"]["weaver"]  # its resumable checkpoints are scored through weaver's loader
+    assert weaver["status"] == "ok", weaver.get("error")
+    assert {1, 2} <= {c["step"] for c in weaver["checkpoints"]}
+    for c in hf["checkpoints"] + weaver["checkpoints"]:
+        if c["digest"] in state["scores"]:
+            assert "rougeL" in state["scores"][c["digest"]], state["scores"][c["digest"]]
+    assert sum(c["digest"] in state["scores"] for c in weaver["checkpoints"]) == 2  # max_evals in smoke
     assert state["contenders"]["llamafactory"] == {"status": "skipped", "checkpoints": [],
                                                    "error": "skipped in smoke mode (its venv install takes minutes)"}
     md = (tmp_path / "RESULTS.md").read_text()
