@@ -92,10 +92,32 @@ def _iter_jsonl(path: Path, data: bytes) -> Iterator[Row]:
             continue
         try:
             obj = json.loads(line)
+            _check_unicode(obj, line)
         except json.JSONDecodeError as exc:
             yield where, Problem(where, None, f"invalid JSON ({exc.msg} at column {exc.colno})", "invalid_json")
             continue
+        except (RecursionError, ValueError) as exc:
+            kind = "encoding" if isinstance(exc, UnicodeError) else "invalid_json"
+            yield where, Problem(where, None, _beyond_limits(exc), kind)
+            continue
         yield where, obj if isinstance(obj, dict) else _not_object(where, obj)
+
+
+def _check_unicode(obj: Any, raw: str) -> None:
+    """Raise UnicodeEncodeError when a \\ud800-\\udfff escape in raw left an unpaired surrogate in obj."""
+    if "\\ud" in raw.lower():
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def _beyond_limits(exc: Exception) -> str:
+    """Why JSON that parses still cannot be used: too deeply nested, a huge integer, a lone surrogate."""
+    if isinstance(exc, RecursionError):
+        return "invalid JSON (nested too deeply to read)"
+    if isinstance(exc, UnicodeError):
+        return "text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
+    if "digits" in str(exc):  # Python refuses integers longer than sys.get_int_max_str_digits()
+        return "invalid JSON (a number with thousands of digits)"
+    return f"invalid JSON ({exc})"
 
 
 def _not_object(where: str, obj: Any) -> Problem:
@@ -124,11 +146,14 @@ def _iter_json(path: Path) -> Iterator[Row]:
     if text[start] != "[":
         try:
             obj = json.loads(text)
+            _check_unicode(obj, text)
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # JSON Lines saved as .json
                 yield from _iter_jsonl(path, path.read_bytes())
                 return
             raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except (RecursionError, ValueError) as exc:
+            raise DataError(f"{path}:{text.count(chr(10), 0, start) + 1}: {_beyond_limits(exc)}") from None
         rows = obj.get("data") if isinstance(obj, dict) else None
         if not isinstance(rows, list):  # one record in a .json file
             where = f"{path}:{text.count(chr(10), 0, start) + 1}"
@@ -156,12 +181,21 @@ def _iter_json_array(path: Path, text: str, start: int) -> Iterator[Row]:
         line = text.count("\n", 0, i) + 1
         where = f"{path}:{line}"
         try:
-            obj, i = decoder.raw_decode(text, i)
+            obj, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{where}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                 "a broken JSON array cannot be read past the error: fix it, or convert the file to JSON Lines"
             ) from None
+        except (RecursionError, ValueError) as exc:
+            raise DataError(f"{where}: {_beyond_limits(exc)}; a JSON array cannot be read past it") from None
+        try:
+            _check_unicode(obj, text[i:end])
+        except ValueError as exc:
+            yield where, Problem(where, None, _beyond_limits(exc), "encoding")
+            i = end
+            continue
+        i = end
         yield where, obj if isinstance(obj, dict) else _not_object(where, obj)
 
 
