@@ -46,10 +46,12 @@ def runs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 @contextlib.contextmanager
 def live_server(settings, backend=None, wait_ready: bool = True):
     """Run create_app(settings) under uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
+    import torch
     import uvicorn
 
     from weaver.serve.app import create_app
 
+    threads = torch.get_num_threads()
     app = create_app(settings, backend)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -74,20 +76,21 @@ def live_server(settings, backend=None, wait_ready: bool = True):
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+        torch.set_num_threads(threads)  # settings.threads is process-wide: give other tests theirs back
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(runs, tiny_model_dir):
     """One live server for the read-only tests: the headline run (+ its base) and the summary adapter, with a key."""
     from weaver.serve.settings import ServeSettings
 
     settings = ServeSettings(model=str(runs["headline"]), adapters={"summary": str(runs["summary"])},
-                             api_key=API_KEY, max_batch=16, batch_wait_ms=50, max_n=4)
+                             api_key=API_KEY, max_batch=16, batch_wait_ms=50, max_n=4, threads=1)
     with live_server(settings) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(server):
     """The official openai client pointed at the live server."""
     from openai import OpenAI

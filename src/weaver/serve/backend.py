@@ -209,6 +209,10 @@ class TransformersBackend(Backend):
 
         if not self.model_ids:
             self.plan()
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
         self.tokenizer = load_tokenizer(self.base_dir)
         model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=resolve_dtype(self.settings.dtype))
         for i, (name, adapter_dir) in enumerate(self.adapter_dirs.items()):

@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
     p.add_argument("--backend", default="transformers", help="model execution backend")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; default: CORS closed)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt texts (off by default)")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServeSettings(
         model=args.model, adapters=parse_adapters(args.adapter), host=args.host, port=args.port,
-        api_key=args.api_key, backend=args.backend, dtype=args.dtype, max_batch=args.max_batch,
+        api_key=args.api_key, backend=args.backend, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_body_bytes=args.max_body_bytes,
         cors_origins=list(args.cors_origin), log_prompts=args.log_prompts,
     )

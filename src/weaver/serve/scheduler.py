@@ -63,7 +63,8 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self.stats = {"requests": 0, "rejected": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "busy_s": 0.0}
+        self.stats = {"requests": 0, "rejected": 0, "batches": 0, "rows": 0, "max_batch_rows": 0, "busy_s": 0.0,
+                      "tokens": 0, "cancelled_rows": 0, "timed_out_rows": 0}
 
     @property
     def queued(self) -> int:
@@ -155,6 +156,9 @@ class Scheduler:
         self.stats["batches"] += 1
         self.stats["rows"] += len(rows)
         self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))
+        self.stats["tokens"] += sum(r.completion_tokens for r in rows)
+        self.stats["cancelled_rows"] += sum(r.finish_reason == "cancelled" for r in rows)
+        self.stats["timed_out_rows"] += sum(r.finish_reason == "timeout" for r in rows)
         self._finish(jobs, None)
 
     @staticmethod

@@ -29,6 +29,8 @@ class ServeSettings:
     """Model execution backend (see weaver.serve.backend.BACKENDS)."""
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
+    threads: int | None = None
+    """torch CPU threads for generation (None = torch's default); 1 is much faster on a CPU shared with other jobs."""
     max_batch: int = 8
     """Most sequences (requests x n) generated together in one forward pass."""
     max_queue: int = 64
@@ -59,6 +61,8 @@ class ServeSettings:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.request_timeout_s <= 0:
             raise ConfigError(f"--request-timeout must be positive, got {self.request_timeout_s}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("--api-key is empty: pass a non-empty key or leave the flag out")
         for name in self.adapters:
