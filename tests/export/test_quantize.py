@@ -72,3 +72,15 @@ def test_apply_validates_options(tiny_model):
         apply(model, quantize="int4")
     with pytest.raises(WeaverError, match="--prune"):
         apply(model, prune=1.5)
+
+
+def test_load_model_quantize_int8_merges_the_run(tiny_run):
+    from weaver.models.loading import load_model
+
+    model, tok = load_model(tiny_run, quantize="int8")
+    assert not hasattr(model, "peft_config")
+    assert isinstance(model.model.layers[1].self_attn.q_proj, torch.ao.nn.quantized.dynamic.Linear)
+    merged, _ = load_model(tiny_run, merge=True)
+    ids = torch.tensor([tok("Write a headline.")["input_ids"]])
+    ref = _logits(merged, ids)
+    assert ((_logits(model, ids) - ref).norm() / ref.norm()) < 0.05

@@ -211,7 +211,9 @@ def resolve_dtype(dtype: str):
     return {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
-def load_model(spec: str | os.PathLike, dtype: str = "auto", merge: bool = False, with_adapter: bool = True):
+def load_model(
+    spec: str | os.PathLike, dtype: str = "auto", merge: bool = False, with_adapter: bool = True, quantize: str = "none"
+):
     """Load a model and its tokenizer, ready for inference (eval mode).
 
     Args:
@@ -219,10 +221,12 @@ def load_model(spec: str | os.PathLike, dtype: str = "auto", merge: bool = False
         dtype: auto | float32 | bfloat16.
         merge: fold a run's adapter into the base weights (faster generation).
         with_adapter: False loads only the base model of a run.
+        quantize: none | int8 (dynamic int8 Linear layers, weaver.models.quantize; merges the adapter, float32).
     Returns:
         (model, tokenizer)
     Raises:
         ModelNotFoundError: when the spec cannot be resolved.
+        WeaverError: int8 requested with bfloat16 weights.
     """
     from transformers import AutoModelForCausalLM
 
@@ -233,7 +237,11 @@ def load_model(spec: str | os.PathLike, dtype: str = "auto", merge: bool = False
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, resolved.adapter_dir)
-        if merge:
+        if merge or quantize != "none":
             model = model.merge_and_unload()
+    if quantize != "none":
+        from weaver.models.quantize import apply
+
+        model = apply(model, quantize=quantize)
     model.eval()
     return model, tok
