@@ -34,9 +34,14 @@ class ModelConfig:
     """Catalog name (`weaver models`), a local Hugging Face model folder, or a local .gguf file."""
     dtype: str = "auto"
     """Weights dtype for inference: auto | float32 | bfloat16."""
+    quantize: str = "none"
+    """Inference weights on the transformers backend: none | int8 (dynamic int8 Linear layers, float32 activations)."""
 
     def __post_init__(self) -> None:
         _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        _choice("model.quantize", self.quantize, ("none", "int8"))
+        if self.quantize == "int8" and self.dtype == "bfloat16":
+            raise ConfigError("--model.quantize int8 needs float32 weights: drop --model.dtype bfloat16")
 
 
 @dataclass
@@ -201,8 +206,14 @@ class GenerateConfig:
     """Sampling seed."""
     batch_size: int = 8
     """Prompts generated together."""
+    backend: str = "transformers"
+    """Generation engine: transformers | llamacpp (llama.cpp on a GGUF export; `make install-llamacpp`)."""
+    gguf_quant: str = "q8_0"
+    """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 
     def __post_init__(self) -> None:
+        _choice("generate.backend", self.backend, ("transformers", "llamacpp"))
+        _choice("generate.gguf_quant", self.gguf_quant, ("f16", "q8_0", "q4_k_m"))
         if self.temperature < 0:
             raise ConfigError(f"generate.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -163,13 +163,12 @@ def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], pa
     """
     from tqdm.auto import tqdm
 
-    from weaver.generate.engine import Generator
-    from weaver.models.loading import load_model
+    from weaver.generate.llamacpp import load_generator
 
     t0 = time.perf_counter()
-    model, tok = load_model(spec, dtype=cfg.model.dtype, merge=True)
+    g = cfg.generate
+    gen, tok, model = load_generator(spec, g.backend, cfg.model.quantize, g.gguf_quant, cfg.model.dtype, g.batch_size)
     load_s = time.perf_counter() - t0
-    gen = Generator(model, tok, batch_size=cfg.generate.batch_size)
     with tqdm(total=len(prompts), desc=f"generating ({label})", unit="ex", leave=False) as bar:
         outs = gen.generate(prompts, params, progress=bar.update)
     out: dict[str, Any] = {"outputs": [o[0].text for o in outs]}
@@ -177,7 +176,7 @@ def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], pa
     out["speed"] = {"load_s": round(load_s, 2), "generate_s": round(seconds, 2), "new_tokens": new_tokens,
                     "tokens_per_s": round(new_tokens / seconds, 2) if seconds else None,
                     "finish_length": sum(o[0].finish_reason == "length" for o in outs)}
-    if cfg.eval.perplexity:
+    if cfg.eval.perplexity and model is not None:  # llama.cpp backend: no reference perplexity
         t1 = time.perf_counter()
         out["nll"], out["tokens"] = reference_nll(model, tok, prompts, refs, cfg.data.max_seq_len,
                                                   cfg.generate.batch_size)

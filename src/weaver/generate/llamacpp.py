@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from weaver.errors import WeaverError
+from weaver.errors import ConfigError, WeaverError
 from weaver.generate.engine import Completion, SamplingParams
 from weaver.models.catalog import find_entry
 from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
 from weaver.models.loading import _assemble_gguf, resolve, sha256_file, weaver_home
+from weaver.serve.backend import Backend, RowDecoder, _base_id, _run_data_config
 
 
 class LlamaCppGenerator:
@@ -180,3 +181,90 @@ def load_llamacpp(spec: str | os.PathLike, quant: str = "q8_0", n_ctx: int = 409
     _require_llama_cpp("--backend llamacpp")
     gguf = gguf_for(spec, quant)
     return LlamaCppGenerator(gguf, n_ctx=n_ctx), load_tokenizer(spec)
+
+
+def load_generator(
+    spec: str | os.PathLike, backend: str = "transformers", quantize: str = "none", gguf_quant: str = "q8_0",
+    dtype: str = "auto", batch_size: int = 8,
+):
+    """The generation engine the CLIs use: (generator, tokenizer, transformers model or None for llama.cpp).
+
+    Args:
+        spec: model spec (catalog name, HF folder, .gguf file or tuned run; a run is merged).
+        backend: transformers | llamacpp.
+        quantize: none | int8 (transformers backend only).
+        gguf_quant: f16 | q8_0 | q4_k_m, the export a llamacpp backend runs (a .gguf spec is used as is).
+        dtype: weights dtype for the transformers backend.
+        batch_size: prompts per batch (transformers backend).
+    Raises:
+        WeaverError: unknown backend, int8 with llama.cpp, or llama-cpp-python missing.
+    """
+    if backend == "llamacpp":
+        if quantize != "none":
+            raise WeaverError("--quantize applies to the transformers backend; llama.cpp uses --gguf-quant")
+        gen, tok = load_llamacpp(spec, gguf_quant)
+        return gen, tok, None
+    if backend != "transformers":
+        raise WeaverError(f"--backend {backend!r} is not one of transformers, llamacpp")
+    from weaver.generate.engine import Generator
+    from weaver.models.loading import load_model
+
+    model, tok = load_model(spec, dtype=dtype, merge=True, quantize=quantize)
+    return Generator(model, tok, batch_size=batch_size), tok, model
+
+
+class LlamaCppBackend(Backend):
+    """`weaver serve --backend llamacpp`: the server's token-level Backend on llama.cpp (see weaver.serve.backend).
+
+    One model per process: a tuned run is served merged (its GGUF export), so extra --adapter runs are refused.
+    Rows are generated one after another (llama.cpp here runs one sequence at a time).
+    """
+
+    quant = "q8_0"
+
+    def plan(self) -> None:
+        _require_llama_cpp("--backend llamacpp")
+        if self.settings.adapters:
+            raise ConfigError("--backend llamacpp serves one merged model: drop --adapter or use --backend "
+                              "transformers")
+        resolved = resolve(self.settings.model)
+        if resolved.adapter_dir is not None:
+            model_id = Path(resolved.run_dir or resolved.adapter_dir).expanduser().resolve().name
+            data_cfg = _run_data_config(resolved.run_dir)
+            if data_cfg is not None:
+                self.data_configs[model_id] = data_cfg
+        else:
+            model_id = _base_id(self.settings.model)
+        self.model_ids = {model_id: None}
+        self.default_model = model_id
+
+    def load(self) -> None:
+        from weaver.models.loading import load_tokenizer
+
+        if not self.model_ids:
+            self.plan()
+        self.gen = LlamaCppGenerator(gguf_for(self.settings.model, self.quant), n_ctx=4096,
+                                     n_threads=self.settings.threads)
+        self.tokenizer = load_tokenizer(self.settings.model)
+        self.context_window = self.gen.n_ctx
+        self.eos_ids = {i for i in (self.gen.eos_id, self.tokenizer.eos_token_id) if i is not None}
+
+    def generate(self, rows, params, adapter: str | None) -> None:
+        for row in rows:
+            row.decoder = RowDecoder(row, self.tokenizer, self.eos_ids)
+        for row in rows:
+            with self.gen._lock:
+                self.gen.llm.reset()
+                if params.seed is not None:
+                    self.gen.llm.set_seed(params.seed)
+                tokens = self.gen.llm.generate(
+                    row.prompt_ids, temp=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0,
+                    repeat_penalty=params.repetition_penalty,
+                )
+                try:
+                    for token in tokens:
+                        if row.decoder.push(int(token)):
+                            break
+                finally:
+                    tokens.close()
+            row.decoder.finish("length")

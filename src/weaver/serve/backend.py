@@ -270,7 +270,17 @@ class TransformersBackend(Backend):
             row.decoder.finish("length")
 
 
-BACKENDS: dict[str, type[Backend]] = {"transformers": TransformersBackend}
+def _llamacpp_backend(settings: ServeSettings) -> Backend:
+    """llama.cpp on the model's GGUF export (weaver.generate.llamacpp; needs `make install-llamacpp`)."""
+    from weaver.generate.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(settings)
+
+
+BACKENDS: dict[str, Callable[[ServeSettings], Backend]] = {
+    "transformers": TransformersBackend,
+    "llamacpp": _llamacpp_backend,
+}
 
 
 def make_backend(settings: ServeSettings) -> Backend:

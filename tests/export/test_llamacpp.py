@@ -1,0 +1,82 @@
+"""llama.cpp loads Weaver's GGUF exports and agrees with transformers; the llamacpp backends work.
+
+Skipped when llama-cpp-python is not installed (`make install-llamacpp`); CI does not build it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+llama_cpp = pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.llamacpp
+
+from weaver.data.chat import render_messages  # noqa: E402
+from weaver.errors import WeaverError  # noqa: E402
+from weaver.generate.engine import SamplingParams  # noqa: E402
+from weaver.generate.llamacpp import LlamaCppGenerator  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Summarise: the meeting about the new office moved to Friday at noon."}]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_gguf):
+    return LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1)
+
+
+def _hf_merged(tiny_run):
+    from weaver.models.loading import load_model
+
+    return load_model(tiny_run, merge=True)
+
+
+def test_llama_cpp_logits_match_transformers_on_tiny_export(tiny_run, tiny_llama):
+    model, tok = _hf_merged(tiny_run)
+    prompt = render_messages(tok, PROMPT)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert tiny_llama.encode(prompt) == ids  # the GGUF's tokenizer tokenises exactly like the HF one
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    llm = tiny_llama.llm
+    llm.reset()
+    llm.eval(ids)
+    got = np.asarray(llm.scores[llm.n_tokens - 1])
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max() + 1e-3
+    assert np.argsort(got)[-5:].tolist()[::-1] == np.argsort(ref)[-5:].tolist()[::-1]
+
+
+def test_generator_interface_generate_stream_stop(tiny_run, tiny_llama):
+    _, tok = _hf_merged(tiny_run)
+    prompt = render_messages(tok, PROMPT)
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    [[one]] = tiny_llama.generate([prompt], params)
+    assert one.completion_tokens > 0 and one.prompt_tokens == len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert "".join(tiny_llama.stream(prompt, params)).strip() == one.text
+    if len(one.text) > 4:  # a stop string cuts the reply before it
+        stop = one.text[2:4]
+        [[cut]] = tiny_llama.generate([prompt], SamplingParams(max_new_tokens=12, stop=[stop]))
+        assert stop not in cut.text and one.text.startswith(cut.text)
+    outs = tiny_llama.generate([prompt, prompt], SamplingParams(max_new_tokens=4, temperature=1.0, n=2, seed=3))
+    assert [len(o) for o in outs] == [2, 2]
+    cancel = threading.Event()
+    cancel.set()
+    assert list(tiny_llama.stream(prompt, params, cancel)) == []
+    with pytest.raises(WeaverError, match="beam"):
+        tiny_llama.generate([prompt], SamplingParams(num_beams=2))
+
+
+def test_q4_k_m_export_uses_llama_quantiser(tiny_run, tmp_path):
+    import gguf
+
+    from weaver.models.export import export_gguf
+
+    path = export_gguf(tiny_run, tmp_path / "tiny-q4.gguf", "q4_k_m")
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert any(t not in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32) for t in types.values())
+    gen = LlamaCppGenerator(path, n_ctx=128, n_threads=1)
+    assert gen.generate(["Hello"], SamplingParams(max_new_tokens=3))[0][0].completion_tokens > 0
