@@ -20,6 +20,14 @@ TOKENIZER_DIR = FIXTURES / "smollm2-tokenizer"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    """Options of the reliability suite (tests/reliability, `make reliability-long`)."""
+    parser.addoption("--long", action="store_true", default=False,
+                     help="reliability suite: long mode (20 kill trials, 60 s load, thousands of fuzzed inputs)")
+    parser.addoption("--reliability-summary", default=None, metavar="PATH",
+                     help="write the reliability suite's measured figures to PATH as JSON")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import numpy as np

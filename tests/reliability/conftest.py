@@ -1,0 +1,45 @@
+"""Fixtures of the reliability suite: CI or long mode, and the figures each test measured.
+
+    .venv/bin/pytest -q tests/reliability                                   # CI mode (a few minutes)
+    .venv/bin/pytest -q tests/reliability --long --reliability-summary docs/reliability-summary.json
+                                                                            # long mode (`make reliability-long`)
+
+Each test adds what it measured (trials survived, inputs tried, requests served, errors) to the
+session's `figures`; with --reliability-summary the figures are written as JSON at the end, and
+docs/RELIABILITY.md quotes them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def long_mode(request) -> bool:
+    """True under --long: more trials, longer load, more fuzzed inputs."""
+    return bool(request.config.getoption("--long"))
+
+
+@pytest.fixture(scope="session")
+def figures(request, long_mode):
+    """A dict each test fills with its measured figures; written to --reliability-summary PATH at the end."""
+    out: dict = {}
+    yield out
+    path = request.config.getoption("--reliability-summary")
+    if path:
+        summary = {"mode": "long" if long_mode else "ci", "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs (shared, busy)",
+                   "figures": out}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
