@@ -25,7 +25,7 @@ def write_jsonl(path: Path, n: int, seed: int = 0) -> Path:
 def tiny_overrides(model_dir: Path, data: Path, out: Path, **train) -> list[str]:
     """Command-line style overrides for a fast run on the tiny model."""
     base = {"max_steps": 6, "batch_size": 4, "eval_every": 3, "save_every": 3, "logging": "[]", "lr": 1e-2,
-            "out_dir": str(out), "precision": "fp32"}
+            "out_dir": str(out), "precision": "fp32", "top_layers": "none"}
     base.update(train)
     args = ["--model.name", str(model_dir), "--data.train", str(data), "--data.split", "[0.75, 0.25, 0.0]",
             "--data.max_seq_len", "64"]

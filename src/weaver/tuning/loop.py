@@ -168,12 +168,13 @@ class Trainer:
         return out
 
     def save(self) -> None:
+        """Write a resumable checkpoint (main process; every process records its path)."""
         if self.main:
-            path = ckpt.save_checkpoint(
+            ckpt.save_checkpoint(
                 self.run_dir, self.step, self.model, self.optimizer, self.scheduler, dict(self.state),
                 keep=self.t.keep_checkpoints,
             )
-            self.last_ckpt = str(path)
+        self.last_ckpt = str(self.run_dir / "checkpoints" / f"step-{self.step:06d}")
         self.acc.wait_for_everyone()
 
     # ---- the run ------------------------------------------------------------------------------------

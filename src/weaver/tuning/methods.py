@@ -50,9 +50,15 @@ def selected_layers(model, train: TrainConfig) -> list[int] | None:
     return None
 
 
-def _targets(train: TrainConfig):
+def _targets(train: TrainConfig, model=None):
+    """peft target_modules; "all-linear" is spelled out when layers are restricted (peft requires a list then)."""
     mods = list(train.target_modules)
-    return "all-linear" if mods == ["all-linear"] else mods
+    if mods != ["all-linear"]:
+        return mods
+    if model is None:
+        return "all-linear"
+    layer = model.get_decoder().layers[0]
+    return sorted({n.rsplit(".", 1)[-1] for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)})
 
 
 def peft_config(model, train: TrainConfig, total_steps: int):
@@ -67,13 +73,15 @@ def peft_config(model, train: TrainConfig, total_steps: int):
     if train.method == "lora":
         return LoraConfig(
             task_type=TaskType.CAUSAL_LM, r=train.lora_r, lora_alpha=train.lora_alpha,
-            lora_dropout=train.lora_dropout, target_modules=_targets(train), layers_to_transform=layers,
+            lora_dropout=train.lora_dropout, target_modules=_targets(train, model if layers else None),
+            layers_to_transform=layers,
         )
     if train.method == "adalora":
         # AdaLoRA prunes ranks from init_r down to target_r between tinit and total_step - tfinal.
         return AdaLoraConfig(
             task_type=TaskType.CAUSAL_LM, init_r=train.lora_r, target_r=max(1, train.lora_r // 2),
-            lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout, target_modules=_targets(train),
+            lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+            target_modules=_targets(train, model if layers else None),
             layers_to_transform=layers, total_step=max(total_steps, 3),
             tinit=max(0, total_steps // 10), tfinal=max(0, total_steps // 5), deltaT=1,
         )

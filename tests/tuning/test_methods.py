@@ -1,0 +1,81 @@
+"""Each method trains what it should: trainable weights move, frozen ones do not, loss on a repeated batch falls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from weaver.config import TrainConfig
+from weaver.data.tokenize import collate, encode_example
+from weaver.errors import ConfigError
+from weaver.tuning.engine import CausalLMLoss, choose_precision, make_optimizer
+from weaver.tuning.methods import build_trainable, selected_layers
+
+
+def _batch(tokenizer):
+    pairs = [("Summarize: the cat sat on the mat all day.", "A cat sat."),
+             ("Summarize: rain fell over the hills and the river rose.", "Rain made the river rise.")]
+    examples = [encode_example(tokenizer, p, t, 64) for p, t in pairs]
+    return collate(examples, tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize(("method", "extra"), [
+    ("lora", {}), ("lora", {"top_layers": 1}), ("adalora", {}), ("prefix", {}), ("ia3", {}),
+    ("freeze", {"top_layers": 1}), ("full", {}),
+])
+def test_three_steps_move_only_trainable_weights(tiny_model, method, extra):
+    model, tok = tiny_model
+    train = TrainConfig(method=method, lr=2e-2, lora_dropout=0.0, **extra)
+    model = build_trainable(model, train, total_steps=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and len(trainable) <= len(before)
+    loss_fn = CausalLMLoss(model, target_only=method not in ("prefix", "adalora"))
+    opt = make_optimizer(model, train)
+    batch, losses = _batch(tok), []
+    for step in range(3):
+        loss, n = loss_fn(**batch)
+        loss.backward()
+        opt.step()
+        if method == "adalora":
+            model.base_model.update_and_allocate(step)
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        losses.append(float(loss_fn(**batch)[0]))
+    assert losses[-1] < losses[0], losses
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= trainable, moved - trainable
+    if method == "lora" and extra:  # only the top block (index 1 of 2) is adapted
+        assert all(".layers.1." in n for n in trainable)
+    if method == "freeze":
+        assert all(".layers.1." in n or "norm" in n for n in trainable)
+
+
+def test_target_only_loss_equals_full_logit_loss(tiny_model):
+    model, tok = tiny_model
+    batch = _batch(tok)
+    full = model(**batch).loss
+    fast, n = CausalLMLoss(model)(**batch)
+    assert int(n) == int((batch["labels"][:, 1:] != -100).sum())
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    g_fast = torch.autograd.grad(fast, model.lm_head.weight)[0]
+    g_full = torch.autograd.grad(model(**batch).loss, model.lm_head.weight)[0]
+    torch.testing.assert_close(g_fast, g_full, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_selection_and_errors(tiny_model):
+    model, _ = tiny_model
+    assert selected_layers(model, TrainConfig(top_layers=1)) == [1]
+    assert selected_layers(model, TrainConfig(layers=[-1, 0])) == [0, 1]
+    with pytest.raises(ConfigError, match="top_layers"):
+        selected_layers(model, TrainConfig(top_layers=5))
+    with pytest.raises(ConfigError, match="not ia3"):
+        build_trainable(model, TrainConfig(method="ia3", top_layers=1))
+
+
+def test_precision_auto_is_recorded():
+    chosen, why = choose_precision("auto", torch.device("cpu"))
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert chosen == ("bf16" if native else "fp32") and why
+    assert choose_precision("fp32", torch.device("cpu"))[0] == "fp32"
