@@ -30,7 +30,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 BENCHMARKS = ("train_throughput", "decode_speed", "serve_load", "support_retrieval", "time_to_quality")
 TITLE = "# Benchmark results\n\nWritten by `make bench` (bench/run.py); each section by its benchmark script.\n"
-SHARED_NOTE = ("Measured on a shared 2-core machine while other engineers were working: absolute times are "
+SHARED_NOTE = ("Measured on a SHARED, busy machine (load average above 1.5 on these cores): absolute times are "
                "noisy and provisional; ratios measured within one run are the figures to read.")
 
 
@@ -166,7 +166,8 @@ def runner_section(runs: list[dict], smoke: bool, started: dict, total_s: float)
              f"| CPU flags | {m['flags']} |", f"| OS | {m['os']} |",
              f"| load average (1/5/15 min) | start {m['load']}; end {end['load']} |", "",
              "Libraries: " + ", ".join(f"{k} {v}" for k, v in library_versions().items() if k != "platform"), "",
-             SHARED_NOTE, "",
+             (SHARED_NOTE if max(float(x) for x in (m["load"] + " / " + end["load"]).split(" / ")) > 1.5 else
+              "The machine was quiet (load average <= 1.5 at start and end)."), "",
              "| benchmark | command | exit | seconds |", "|---|---|---|---|"]
     for r in runs:
         status = "not present yet" if r.get("missing") else r["rc"]

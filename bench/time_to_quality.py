@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                     for k in ("train", "dev", "test")}
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.is_file() else {}
+    scoring_keys = ("n_test", "max_new_tokens", "repetition_penalty", "max_words")
+    if any(state.get("settings", {}).get(k) != s[k] for k in scoring_keys):
+        state.pop("scores", None)  # scored under other settings: score again
     state.update(settings=s, smoke=args.smoke, command=report.command_line(argv), scorer=scoring.scorer_name())
     state.setdefault("contenders", {})
 

@@ -111,7 +111,8 @@ def _setup(state: dict) -> list[str]:
         "loading included); a checkpoint counts when its adapter file was written within the budget. Plain HF and "
         f"LLaMA-Factory: batch {s['batch_size']}, lr {s['lr']}, alpha {s['lora_alpha']}, dropout "
         f"{s['lora_dropout']}, all linear layers, {s['epochs']} epochs, a checkpoint every {s['save_steps']} steps"
-        + (f", at most {s['max_steps']} steps" if s.get("max_steps") else "") + ".",
+        + (f", at most {s['max_steps']} steps" if s.get("max_steps") else "") + " (adapter-only checkpoints: "
+        "`save_only_model`); weaver's checkpoints are its resumable ones (optimizer state included), on its clock.",
         f"- Scoring, after all training (not on any clock): adapter merged into the base, greedy, repetition "
         f"penalty {s['repetition_penalty']}, {s['max_new_tokens']} new tokens, weaver's generation engine; "
         f"{state['scorer']}; at most {s['max_evals']} checkpoints per contender, spread evenly in time.",
