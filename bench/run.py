@@ -28,7 +28,16 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# Known benchmarks in running order (the long time-to-quality run last); any other bench/*.py script joins
+# the suite too (before time_to_quality), so a new benchmark needs no change here.
 BENCHMARKS = ("train_throughput", "decode_speed", "serve_load", "support_retrieval", "time_to_quality")
+
+
+def discover(bench_dir: Path = BENCH) -> list[str]:
+    """The benchmark names to run: BENCHMARKS in order, plus every other bench/*.py script except run.py."""
+    others = sorted(p.stem for p in bench_dir.glob("*.py") if p.stem not in BENCHMARKS and p.stem != "run"
+                    and not p.stem.startswith("_"))
+    return list(BENCHMARKS[:-1]) + others + [BENCHMARKS[-1]]
 TITLE = "# Benchmark results\n\nWritten by `make bench` (bench/run.py); each section by its benchmark script.\n"
 SHARED_NOTE = ("Measured on a SHARED, busy machine (load average above 1.5 on these cores): absolute times are "
                "noisy and provisional; ratios measured within one run are the figures to read.")
@@ -212,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 170 smoke, none)")
     args = ap.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
-    unknown = sorted(set(names) - set(BENCHMARKS))
+    known = discover()
+    names = [n for n in args.only.split(",") if n] or known
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        print(f"bench: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        print(f"bench: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         return 2
     if args.smoke:
         smoke_dir = BENCH / ".work" / "smoke"

@@ -71,3 +71,12 @@ def test_runner_section_describes_machine_and_commands():
     md = bench_run.runner_section(runs, smoke=True, started=started, total_s=2.0)
     assert "`python bench/decode_speed.py --smoke`" in md and "not present yet" in md
     assert started["cpu"] in md and "torch" in md
+
+
+def test_discover_runs_known_benchmarks_in_order_and_picks_up_new_scripts(tmp_path):
+    for name in ("run", "time_to_quality", "decode_speed", "zeta_new", "_helper"):
+        (tmp_path / f"{name}.py").write_text("")
+    names = bench_run.discover(tmp_path)
+    assert names[-1] == "time_to_quality" and names[-2] == "zeta_new"
+    assert "run" not in names and "_helper" not in names
+    assert names.index("train_throughput") < names.index("decode_speed")
