@@ -21,6 +21,7 @@ import copy
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=100, help="held-out examples to evaluate (100 = all)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from weaver.cli import _quiet_libraries
     from weaver.errors import WeaverError
+
+    _quiet_libraries()  # the demo prints its own progress; library load bars are noise
 
     try:
         return _run(args)
