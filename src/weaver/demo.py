@@ -3,8 +3,8 @@
     python -m weaver.demo                       # what `make demo` runs
     python -m weaver.demo --minutes 4 --out runs/demo
 
-1. Tune SmolLM2-135M-Instruct with LoRA on the shipped customer-support replies
-   (examples/data/cs_reply_twitter_ibm: 300 train / 49 dev / 100 held-out test, Apache-2.0),
+1. Tune SmolLM2-135M-Instruct with LoRA (configs/support-smollm2.yaml) on the shipped customer-support
+   replies (examples/data/cs_reply_twitter_ibm: 300 train / 49 dev / 100 held-out test, Apache-2.0),
    with a wall-clock budget (`--minutes`).
 2. Evaluate base vs tuned on the 100 held-out customer messages: same prompts, same greedy decoding,
    ROUGE / BLEU / chrF / semantic similarity / perplexity / length / repetition, each with a paired
@@ -26,25 +26,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "data" / "cs_reply_twitter_ibm"
+PRESET = ROOT / "configs" / "support-smollm2.yaml"
 
 
 def demo_config(out: str, minutes: float, epochs: float, limit: int | None):
-    """The demo's RunConfig: support replies, LoRA on SmolLM2, a time budget, eval on the held-out split."""
+    """The demo's RunConfig: the shipped support-reply preset with a time budget and the demo's folders."""
     from weaver.config import load_config
 
-    return load_config(None, [
-        "--model.name", "smollm2-135m-instruct",
+    return load_config(PRESET, [
         "--data.train", str(DATA / "train.jsonl"),
         "--data.dev", str(DATA / "dev.jsonl"),
         "--data.test", str(DATA / "test.jsonl"),
-        "--data.task", "support_reply",
-        "--data.max_seq_len", "384",
         "--train.out_dir", out,
         "--train.epochs", str(epochs),
         "--train.max_minutes", str(minutes),
-        "--train.lr", "5e-4",
-        "--train.eval_every", "20",
-        "--train.save_every", "20",
         "--train.resume", "never",
         "--train.logging", "[]",
         "--generate.max_new_tokens", "64",
