@@ -1,0 +1,158 @@
+"""Where the apps' text comes from: a local model (any catalog name, HF folder or tuned run) or a server.
+
+    backend = open_backend(model="smollm2-135m-instruct")                   # local, in-process
+    backend = open_backend(server="http://127.0.0.1:8000", server_model="my-adapter")  # a `weaver serve`
+    texts = backend.generate([record], "headline", SamplingParams(max_new_tokens=32, n=3, temperature=0.8))
+
+Both build prompts only through weaver.data.tasks: the local backend renders them with `render_prompt`
+(the run's own data settings when the run was tuned for the same task, so a tuned model is asked exactly
+as it was trained), the HTTP backend sends `build_messages(...)` to the OpenAI-compatible
+`/v1/chat/completions` endpoint and the server renders them with its model's template.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from weaver.config import DataConfig, load_config
+from weaver.data.records import Record
+from weaver.data.tasks import build_messages, get_task, render_prompt
+from weaver.errors import WeaverError
+from weaver.generate.engine import Generator, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def data_config_for(task: str, lang: str = "en", run_dir: Path | None = None) -> DataConfig:
+    """The DataConfig to render a task's prompts: the run's own when it was tuned for this task.
+
+    Args:
+        task: app task (summarize, headline, adcopy, support_reply).
+        lang: instruction language when the run does not say.
+        run_dir: tuned run directory, if the model is one.
+    """
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        try:
+            cfg = load_config(run_dir / "config.yaml").data
+        except WeaverError as exc:
+            log.warning("ignoring %s/config.yaml for prompts: %s", run_dir, exc)
+        else:
+            if cfg.task == task:
+                return cfg
+    return DataConfig(task=task, lang=lang)
+
+
+def default_params(task: str, max_new_tokens: int | None = None, **overrides) -> SamplingParams:
+    """SamplingParams with the task's stop strings and max_new_tokens (capped by max_new_tokens), then overrides."""
+    t = get_task(task)
+    limit = min(t.max_new_tokens, max_new_tokens) if max_new_tokens else t.max_new_tokens
+    params = SamplingParams(max_new_tokens=limit, stop=list(t.stop), repetition_penalty=1.1)
+    return dataclasses.replace(params, **overrides)
+
+
+class LocalBackend:
+    """An in-process model driven by weaver.generate.engine.Generator."""
+
+    supports_loglik = True
+
+    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8):
+        from weaver.models.loading import load_model, resolve
+
+        self.spec = spec
+        self.lang = lang
+        self.run_dir = resolve(spec).run_dir
+        model, tok = load_model(spec, merge=True)
+        self.generator = Generator(model, tok, batch_size=batch_size)
+
+    @property
+    def tokenizer(self):
+        return self.generator.tok
+
+    def prompt(self, record: Record, task: str) -> str:
+        """The rendered prompt of a record for a task."""
+        return render_prompt(self.tokenizer, record, data_config_for(task, self.lang, self.run_dir))
+
+    def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
+        """params.n texts per record, in input order."""
+        prompts = [self.prompt(r, task) for r in records]
+        return [[c.text for c in cs] for cs in self.generator.generate(prompts, params)]
+
+    def loglik(self, record: Record, task: str, texts: list[str]) -> list[float]:
+        """Mean log-probability per token of each text as the reply to the record (length-normalised)."""
+        import torch
+
+        tok, model = self.tokenizer, self.generator.model
+        prompt_ids = tok(self.prompt(record, task), add_special_tokens=False)["input_ids"]
+        out = []
+        with torch.inference_mode():
+            for text in texts:
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    out.append(float("-inf"))
+                    continue
+                logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1]
+                logp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
+                out.append(float(logp.mean()))
+        return out
+
+
+class HttpBackend:
+    """A model served by `weaver serve` (or any OpenAI-compatible server), called with httpx."""
+
+    supports_loglik = False
+
+    def __init__(self, url: str, model_id: str, lang: str = "en", api_key: str | None = None, timeout: float = 300):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.model_id = model_id
+        self.lang = lang
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
+        """params.n texts per record from POST /v1/chat/completions.
+
+        Raises:
+            WeaverError: the server is unreachable or answers with an error.
+        """
+        import httpx
+
+        cfg = DataConfig(task=task, lang=self.lang)
+        out = []
+        for record in records:
+            body = {
+                "model": self.model_id, "messages": build_messages(record, cfg), "n": params.n,
+                "max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
+                "seed": params.seed, "stop": params.stop or None,
+            }
+            try:
+                resp = self.client.post("/v1/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                raise WeaverError(f"cannot reach {self.url} ({exc}); is `weaver serve` running there?") from None
+            if resp.status_code != 200:
+                try:
+                    msg = resp.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    msg = resp.text[:200]
+                raise WeaverError(f"the server at {self.url} answered {resp.status_code}: {msg}")
+            out.append([str(c["message"]["content"]).strip() for c in resp.json()["choices"]])
+        return out
+
+
+def open_backend(model: str | None = None, server: str | None = None, server_model: str | None = None,
+                 lang: str = "en", batch_size: int = 8):
+    """A LocalBackend for --model, or an HttpBackend for --server/--server-model.
+
+    Raises:
+        WeaverError: neither or both given, or --server without --server-model.
+    """
+    if server:
+        if not server_model:
+            raise WeaverError("--server needs --server-model: the model id the server serves (see GET /v1/models)")
+        return HttpBackend(server, server_model, lang=lang)
+    from weaver.models.catalog import DEFAULT_MODEL
+
+    return LocalBackend(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size)

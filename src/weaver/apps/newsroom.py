@@ -1,0 +1,246 @@
+"""Newsroom: a summary, a headline and N alternative headlines per article, then a digest.
+
+    weaver newsroom --model smollm2-135m-instruct --in articles/ --out digest/ --n-headlines 3
+
+    from weaver.apps.backend import open_backend
+    result = run_newsroom(open_backend("smollm2-135m-instruct"), "articles/", "digest/", n_headlines=3)
+
+Input: a folder of .txt/.md files (one article each, read in sorted path order) or a .jsonl file with one
+article per line (`text`, `article`, `input` or `content`, plus optional `id` and `title`). Each finished
+article is written at once to OUT/articles/<id>.json (temporary name, then rename) together with the
+SHA-256 of its text: a re-run skips every article whose file is there with the same hash, so an
+interruption loses at most the article in progress. An unreadable article is reported and the others
+go on. Finally OUT/digest.md and OUT/digest.html (self-contained, every text HTML-escaped) list the
+articles in input order. The summary and headline are greedy; the alternatives are sampled
+(temperature 0.9, top-p 0.95, seeded per article) and near-duplicates removed (weaver.apps.text.dedup).
+The safety policy redacts PII in each article before the model sees it and checks every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weaver.apps.safety import SafetyPolicy, load_policy
+from weaver.apps.text import dedup
+from weaver.config import atomic_write_text
+from weaver.data.records import Record
+from weaver.errors import DataError
+
+log = logging.getLogger(__name__)
+TEXT_KEYS = ("text", "article", "input", "content")
+
+
+@dataclass
+class Article:
+    """One input article, or the reason it could not be read (`error`)."""
+
+    id: str
+    text: str = ""
+    title: str = ""
+    source: str = ""
+    error: str = ""
+
+
+@dataclass
+class NewsroomResult:
+    """What a run did: ids processed now, skipped (already done) and failed (id -> reason)."""
+
+    out_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _safe_id(raw: str) -> str:
+    safe = re.sub(r"[^\w.-]+", "_", raw).strip("._") or "article"
+    return safe if safe == raw else f"{safe[:80]}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}"
+
+
+def _from_folder(folder: Path) -> list[Article]:
+    out = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md")):
+        aid = _safe_id(path.relative_to(folder).with_suffix("").as_posix())
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except IsADirectoryError:
+            out.append(Article(aid, source=str(path), error="is a directory, not a text file"))
+            continue
+        except UnicodeDecodeError as exc:
+            out.append(Article(aid, source=str(path), error=f"not UTF-8 text (byte {exc.start}); convert it"))
+            continue
+        except OSError as exc:
+            out.append(Article(aid, source=str(path), error=f"cannot read ({exc.strerror})"))
+            continue
+        title = ""
+        if path.suffix.lower() == ".md" and text.lstrip().startswith("#"):
+            first, _, text = text.lstrip().partition("\n")
+            title = first.lstrip("#").strip()
+        out.append(Article(aid, text.strip(), title, str(path)))
+    return out
+
+
+def _from_jsonl(path: Path) -> list[Article]:
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            row = json.loads(line)
+            text = next(str(row[k]) for k in TEXT_KEYS if isinstance(row, dict) and row.get(k))
+        except (json.JSONDecodeError, StopIteration):
+            out.append(Article(_safe_id(f"line-{i}"), source=where,
+                               error=f"not a JSON object with one of {', '.join(TEXT_KEYS)}"))
+            continue
+        out.append(Article(_safe_id(str(row.get("id") or f"line-{i}")), text.strip(), str(row.get("title") or ""),
+                           where))
+    return out
+
+
+def read_articles(path: str | Path) -> list[Article]:
+    """The articles of a folder or .jsonl file, in input order; unreadable ones carry `error`.
+
+    Raises:
+        DataError: the path is missing or holds no articles.
+    """
+    path = Path(path)
+    if path.is_dir():
+        articles = _from_folder(path)
+    elif path.is_file() and path.suffix.lower() == ".jsonl":
+        articles = _from_jsonl(path)
+    else:
+        raise DataError(f"--in {path}: pass a folder of .txt/.md articles or a .jsonl file")
+    if not articles:
+        raise DataError(f"--in {path}: no articles found (.txt/.md files, or non-empty .jsonl lines)")
+    seen: dict[str, int] = {}
+    for a in articles:  # ids name output files: make them unique
+        n = seen.get(a.id, 0)
+        seen[a.id] = n + 1
+        if n:
+            a.id = f"{a.id}-{n + 1}"
+    return articles
+
+
+def _check(policy: SafetyPolicy, texts: list[str]) -> list[str]:
+    return [policy.check_output(t, app="newsroom").text for t in texts]
+
+
+def process_article(backend, article: Article, n_headlines: int, policy: SafetyPolicy, seed: int = 0,
+                    max_new_tokens: int | None = None) -> dict:
+    """Summary, headline and alternatives for one article (the JSON written to articles/<id>.json)."""
+    from weaver.apps.backend import default_params
+
+    gate = policy.check_prompt(article.text, app="newsroom")
+    entry = {"id": article.id, "title": article.title, "source": article.source,
+             "sha256": hashlib.sha256(article.text.encode()).hexdigest(), "safety": gate.to_dict()}
+    if gate.blocked:
+        return {**entry, "summary": gate.text, "headline": "", "alternatives": []}
+    record = Record(id=article.id, instruction="", input=gate.text, output="", source=article.source)
+    summary = backend.generate([record], "summarize", default_params("summarize", max_new_tokens))[0][0]
+    headline = backend.generate([record], "headline", default_params("headline", max_new_tokens))[0][0]
+    alternatives: list[str] = []
+    if n_headlines > 0:
+        art_seed = seed + int(hashlib.sha1(article.id.encode()).hexdigest()[:6], 16)
+        params = default_params("headline", max_new_tokens, n=2 * n_headlines, temperature=0.9, top_p=0.95,
+                                seed=art_seed)
+        sampled = backend.generate([record], "headline", params)[0]
+        alternatives = dedup(sampled, keep=[headline])[:n_headlines]
+    summary, headline, *alternatives = _check(policy, [summary, headline, *alternatives])
+    return {**entry, "summary": summary, "headline": headline, "alternatives": alternatives}
+
+
+def _done(path: Path, sha: str) -> dict | None:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("sha256") == sha else None
+
+
+def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
+                 policy: SafetyPolicy | None = None, seed: int = 0, max_new_tokens: int | None = None,
+                 progress: bool = True) -> NewsroomResult:
+    """Process every article not already done, then write digest.md and digest.html.
+
+    Args:
+        backend: weaver.apps.backend LocalBackend or HttpBackend.
+        in_path: folder of .txt/.md files or a .jsonl file.
+        out_dir: output folder (articles/, digest.md, digest.html).
+        n_headlines: alternative headlines per article.
+        policy: safety policy (default: load_policy()).
+        seed: base seed for the sampled alternatives.
+        max_new_tokens: cap on new tokens per output (default: the tasks' own limits).
+        progress: show a tqdm progress bar.
+    Returns:
+        A NewsroomResult.
+    Raises:
+        DataError: the input path is missing or empty.
+    """
+    from tqdm import tqdm
+
+    policy = policy or load_policy()
+    out = Path(out_dir)
+    articles = read_articles(in_path)
+    result = NewsroomResult(out)
+    entries: dict[str, dict] = {}
+    for art in tqdm(articles, desc="articles", unit="article", disable=not progress):
+        if art.error:
+            result.failed[art.id] = f"{art.source}: {art.error}"
+            log.warning("skipping %s: %s", art.source, art.error)
+            continue
+        target = out / "articles" / f"{art.id}.json"
+        sha = hashlib.sha256(art.text.encode()).hexdigest()
+        entry = _done(target, sha)
+        if entry is not None:
+            result.skipped.append(art.id)
+        else:
+            try:
+                entry = process_article(backend, art, n_headlines, policy, seed, max_new_tokens)
+            except Exception as exc:  # noqa: BLE001 - one failed article must not stop the batch
+                result.failed[art.id] = f"{art.source}: {type(exc).__name__}: {exc}"
+                log.warning("article %s failed: %s", art.id, exc)
+                continue
+            atomic_write_text(target, json.dumps(entry, ensure_ascii=False, indent=2) + "\n")
+            result.done.append(art.id)
+        entries[art.id] = entry
+    write_digest(out, [entries[a.id] for a in articles if a.id in entries], result.failed)
+    return result
+
+
+def write_digest(out: Path, entries: list[dict], failed: dict[str, str]) -> None:
+    """Write digest.md and digest.html (in the given order) atomically."""
+    md = ["# News digest", ""]
+    for e in entries:
+        md += [f"## {e['headline'] or e['title'] or e['id']}", "", e["summary"], ""]
+        if e["alternatives"]:
+            md += ["Alternative headlines:", ""] + [f"- {a}" for a in e["alternatives"]] + [""]
+        md += [f"<sub>{e['id']} · {e['source']}</sub>", ""]
+    if failed:
+        md += ["## Not processed", ""] + [f"- {k}: {v}" for k, v in failed.items()] + [""]
+    atomic_write_text(out / "digest.md", "\n".join(md))
+    esc = html.escape
+    body = []
+    for e in entries:
+        alts = "".join(f"<li>{esc(a)}</li>" for a in e["alternatives"])
+        body.append(
+            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2><p>{esc(e['summary'])}</p>"
+            + (f"<p class=alt>Alternative headlines:</p><ul>{alts}</ul>" if alts else "")
+            + f"<p class=src>{esc(e['id'])} · {esc(e['source'])}</p></article>"
+        )
+    if failed:
+        items = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in failed.items())
+        body.append(f"<section class=failed><h2>Not processed</h2><ul>{items}</ul></section>")
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>News digest</title><style>"
+        "body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}"
+        "article{border-bottom:1px solid #ddd;padding:.5rem 0}h2{font-size:1.2rem;margin:.5rem 0}"
+        ".alt{margin-bottom:0;color:#555}.src{color:#888;font-size:.8rem}.failed{color:#a00}"
+        "</style></head><body><h1>News digest</h1>" + "".join(body) + "</body></html>\n"
+    )
+    atomic_write_text(out / "digest.html", page)

@@ -1,0 +1,52 @@
+"""`weaver newsroom`: summaries, headlines and a digest for a folder (or .jsonl) of articles.
+
+    weaver newsroom --model smollm2-135m-instruct --in articles/ --out digest/ --n-headlines 3
+    weaver newsroom --server http://127.0.0.1:8000 --server-model news-lora --in articles.jsonl --out digest/
+
+Re-running with the same --out skips the articles already done (see weaver.apps.newsroom).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from weaver.models.catalog import DEFAULT_MODEL
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--model / --server / --server-model / --lang / --safety, shared by the app verbs."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="catalog name, HF folder, .gguf file or tuned run")
+    p.add_argument("--server", default=None, help="use a served model instead: base URL of `weaver serve`")
+    p.add_argument("--server-model", default=None, help="with --server: the model id to call")
+    p.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the task instructions")
+    p.add_argument("--safety", default=None, help="safety policy YAML (default: the packaged policy)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_backend_arguments(p)
+    p.add_argument("--in", dest="in_path", required=True, help="folder of .txt/.md articles or a .jsonl file")
+    p.add_argument("--out", required=True, help="output folder: articles/<id>.json, digest.md, digest.html")
+    p.add_argument("--n-headlines", type=int, default=3, help="alternative headlines per article (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sampled alternative headlines")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="cap on tokens per output (default: per task)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from weaver.apps.backend import open_backend
+    from weaver.apps.newsroom import read_articles, run_newsroom
+    from weaver.apps.safety import load_policy
+    from weaver.errors import WeaverError
+
+    if args.n_headlines < 0:
+        raise WeaverError("--n-headlines must be 0 or more")
+    read_articles(args.in_path)  # fail on a bad --in before loading a model
+    policy = load_policy(args.safety)
+    backend = open_backend(args.model, args.server, args.server_model, lang=args.lang)
+    result = run_newsroom(backend, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
+                          max_new_tokens=args.max_new_tokens)
+    print(f"{len(result.done)} articles written, {len(result.skipped)} already done, {len(result.failed)} failed "
+          f"-> {result.out_dir / 'digest.md'}, {result.out_dir / 'digest.html'}")
+    for aid, reason in result.failed.items():
+        print(f"failed: {aid}: {reason}", file=sys.stderr)
+    return 3 if result.failed else 0
