@@ -103,7 +103,7 @@ def build(name: str, ctx: dict) -> tuple[list[str], list[str]]:
         note = f"preset `{os.path.relpath(preset, ROOT)}`" if preset else \
             "no summarisation preset in configs/, so weaver's built-in defaults (weaver.config) with task summarize"
         preset = Path(preset or weaver_recipe.defaults_preset(ctx["work"] / "weaver-defaults.yaml"))
-        spec = {**s, "extra": ctx["weaver_extra"]}
+        spec = {**s, "extra": ctx["weaver_extra"] + (weaver_recipe.smoke_overrides(preset) if ctx["smoke"] else [])}
         cmd = weaver_recipe.command(preset, ctx["model_dir"], files["train"], files["dev"], files["test"], out, spec)
         return cmd, [note]
     if name == "hf_plain":

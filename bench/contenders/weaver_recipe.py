@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,3 +45,10 @@ def command(preset: Path, model_dir: Path, train: Path, dev: Path, test: Path, o
     if s.get("max_steps"):
         cmd += ["--train.max_steps", str(s["max_steps"])]
     return cmd + list(s.get("extra", []))
+
+
+def smoke_overrides(preset: Path) -> list[str]:
+    """Overrides that fit the preset to the 2-layer smoke model (a top_layers above 1 becomes 1)."""
+    train = (yaml.safe_load(Path(preset).read_text()) or {}).get("train") or {}
+    top = train.get("top_layers")
+    return ["--train.top_layers", "1"] if isinstance(top, int) and top > 1 else []
