@@ -113,6 +113,12 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, prom
     model_id, adapter = state.adapter_for(body.model)
     if body.n > s.max_n:
         raise APIError(400, f"n is {body.n}, more than this server's limit of {s.max_n}", param="n")
+    try:  # JSON may carry a lone \ud800 escape: Python accepts it, the tokenizer would fail (a 500)
+        for text in (*prompts, *stop):
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError(400, "the request holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+                            "valid Unicode; send well-formed text", code="invalid_unicode") from None
     if body.stream and len(prompts) > 1:
         raise APIError(400, "streaming supports one prompt per request", param="prompt")
     if s.log_prompts:
