@@ -19,6 +19,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    """Bound the API fuzzer: examples per operation in CI and in the long mode."""
+    from hypothesis import settings
+
+    settings.register_profile("reliability", max_examples=300 if config.getoption("--long") else 12)
+    settings.load_profile("reliability")
+
+
 @pytest.fixture(scope="session")
 def long_mode(request) -> bool:
     """True under --long: more trials, longer load, more fuzzed inputs."""
