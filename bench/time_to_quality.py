@@ -149,6 +149,9 @@ def train(name: str, ctx: dict) -> dict:
         c["step"] = _step(c["path"])
     ok = res["rc"] == 0 or res["stopped_at_budget"]
     tail = (out / "train.log").read_text(errors="replace").strip().splitlines()[-12:]
+    if isinstance(res["rc"], int) and res["rc"] < 0 and not res["stopped_at_budget"]:
+        why = " (SIGKILL: most likely the kernel's out-of-memory killer)" if res["rc"] == -9 else ""
+        tail.append(f"[the process was killed by signal {-res['rc']}{why}]")
     return {"status": "ok" if ok and kept else "failed", "cmd": " ".join(cmd), "notes": notes, **res,
             "load_at_start": round(load, 2), "checkpoints": kept, "late_checkpoints": len(late),
             "error": None if ok and kept else ("no checkpoint within the budget; " if ok else "") + "\n".join(tail)}
