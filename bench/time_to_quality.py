@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,13 +71,38 @@ def child_env(work: Path) -> dict[str, str]:
     return env
 
 
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in a process group (from /proc)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # fields after the command name: state, ppid, pgrp, ..., rss at index 21
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _watch_rss(pgid: int, done: threading.Event, peak: list[int]) -> None:
+    while not done.wait(2.0):
+        peak[0] = max(peak[0], group_rss_bytes(pgid))
+
+
 def launch(cmd: list[str], log: Path, budget_s: float, grace_s: float, env: dict) -> dict:
-    """Run a training command; stop its process group at budget + grace. Returns t0, rc, wall_s, stopped."""
+    """Run a training command; stop its process group at budget + grace.
+
+    Returns:
+        t0 (launch time), rc, wall_s, stopped_at_budget, peak_rss_gb (the group's, sampled every 2 s).
+    """
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         t0 = time.time()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        done, peak = threading.Event(), [0]
+        watcher = threading.Thread(target=_watch_rss, args=(proc.pid, done, peak), daemon=True)
+        watcher.start()
         stopped = False
         try:
             rc = proc.wait(timeout=budget_s + grace_s)
@@ -88,7 +114,10 @@ def launch(cmd: list[str], log: Path, budget_s: float, grace_s: float, env: dict
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 rc = proc.wait()
-    return {"t0": t0, "rc": rc, "wall_s": round(time.time() - t0, 1), "stopped_at_budget": stopped}
+        done.set()
+        watcher.join()
+    return {"t0": t0, "rc": rc, "wall_s": round(time.time() - t0, 1), "stopped_at_budget": stopped,
+            "peak_rss_gb": round(peak[0] / 2**30, 2)}
 
 
 class SkipContender(Exception):

@@ -122,9 +122,10 @@ def _setup(state: dict) -> list[str]:
 def _contender_lines(state: dict) -> list[str]:
     lines = ["### Contenders as run", ""]
     for name, run in state["contenders"].items():
-        lines.append(f"- **{LABELS.get(name, name)}**: {run['status']}"
-                     + (f", {run['wall_s']} s wall, load average {run['load_at_start']} at launch" if "wall_s" in run
-                        else "") + (f"; {'; '.join(run['notes'])}" if run.get("notes") else ""))
+        facts = (f", {run['wall_s']} s wall, peak RSS {run.get('peak_rss_gb', '?')} GB (sampled every 2 s), "
+                 f"load average {run['load_at_start']} at launch" if "wall_s" in run else "")
+        notes = f"; {'; '.join(run['notes'])}" if run.get("notes") else ""
+        lines.append(f"- **{LABELS.get(name, name)}**: {run['status']}{facts}{notes}")
         if run.get("cmd"):
             lines.append(f"  - command: `{run['cmd']}`")
         if name == "llamafactory" and state.get("lf_versions"):

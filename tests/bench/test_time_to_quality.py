@@ -138,3 +138,13 @@ def test_smoke_run_trains_scores_and_writes_the_section(tmp_path, shared_data):
     md = (tmp_path / "RESULTS.md").read_text()
     assert "<!-- BEGIN time_to_quality -->" in md and "| plain Hugging Face (Trainer + peft, fp32) | ok | 2 |" in md
     assert (tmp_path / "plots" / "time_to_quality.png").stat().st_size > 5000
+
+
+def test_launch_stops_a_contender_at_the_budget_and_samples_its_memory(tmp_path):
+    import time_to_quality as ttq
+
+    hog = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(60)"
+    res = ttq.launch([sys.executable, "-c", hog], tmp_path / "log", budget_s=4, grace_s=1, env=dict(os.environ))
+    assert res["stopped_at_budget"] and res["rc"] != 0
+    assert 4 <= res["wall_s"] < 30
+    assert res["peak_rss_gb"] >= 0.25
