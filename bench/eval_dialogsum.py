@@ -4,7 +4,7 @@
     .venv/bin/python bench/eval_dialogsum.py                               # newest dialogsum run, else tune one
     .venv/bin/python bench/eval_dialogsum.py --smoke                       # tiny random model, seconds (CI)
 
-Without a run it first tunes one: configs/dialogsum-smollm2.yaml, 32 steps of batch 8 (256 dialogues),
+Without a run it first tunes one: configs/dialogsum-smollm2.yaml, 16 steps of batch 8 (128 dialogues),
 LoRA in the top 10 layers. Then `weaver eval` compares the run with its base model on the first --limit
 dialogues of ../shared/data/dialogsum/test.jsonl (3 references each): greedy, repetition penalty 1.1,
 48 new tokens (the PEERS.md scoring settings), paired bootstrap 95% CIs. Writes section eval_dialogsum
@@ -26,9 +26,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 TEST = ROOT.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
-TUNE = ["configs/dialogsum-smollm2.yaml", "--train.out_dir", "runs/dialogsum-eval", "--train.max_steps", "32",
-        "--train.top_layers", "10", "--train.eval_every", "0", "--train.save_every", "8", "--data.limit_dev", "16",
-        "--train.max_minutes", "80", "--train.logging", "[]"]
+TUNE = ["configs/dialogsum-smollm2.yaml", "--train.out_dir", "runs/dialogsum-eval", "--train.max_steps", "16",
+        "--train.top_layers", "10", "--train.eval_every", "0", "--train.save_every", "4", "--data.limit_dev", "16",
+        "--train.max_minutes", "60", "--train.logging", "[]"]
 
 
 def newest_dialogsum_run() -> Path | None:
