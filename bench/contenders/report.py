@@ -81,7 +81,7 @@ def plot(state: dict, summary: dict, path: Path) -> Path | None:
     n = state["settings"]["n_test"]
     ax.set_title(f"Time to quality: dialogsum, {n} test dialogues" + (" (SMOKE)" if state.get("smoke") else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
