@@ -148,3 +148,25 @@ def test_launch_stops_a_contender_at_the_budget_and_samples_its_memory(tmp_path)
     assert res["stopped_at_budget"] and res["rc"] != 0
     assert 4 <= res["wall_s"] < 30
     assert res["peak_rss_gb"] >= 0.25
+
+
+def test_weaver_recipe_finds_the_preset_and_fits_it_to_the_smoke_model(tmp_path):
+    from contenders import weaver_recipe
+
+    assert weaver_recipe.find_preset(tmp_path) is None
+    (tmp_path / "support-smollm2.yaml").write_text("train: {top_layers: 10}\n")
+    (tmp_path / "news-summarize-gemma3.yaml").write_text("train: {}\n")
+    assert weaver_recipe.find_preset(tmp_path).name == "news-summarize-gemma3.yaml"
+    (tmp_path / "dialogsum-smollm2.yaml").write_text("train: {top_layers: 10}\n")
+    preset = weaver_recipe.find_preset(tmp_path)
+    assert preset.name == "dialogsum-smollm2.yaml"
+    assert weaver_recipe.smoke_overrides(preset) == ["--train.top_layers", "1"]
+    assert weaver_recipe.smoke_overrides(tmp_path / "news-summarize-gemma3.yaml") == []
+    from weaver.config import load_config
+
+    cfg = load_config(weaver_recipe.defaults_preset(tmp_path / "defaults.yaml"))
+    assert cfg.data.task == "summarize" and cfg.train.lora_r == 16
+    cmd = weaver_recipe.command(preset, tmp_path, tmp_path / "t", tmp_path / "d", tmp_path / "e", tmp_path / "o",
+                                {"budget_min": 20, "save_steps": 5, "extra": ["--train.lr", "1e-4"]})
+    assert cmd[3:5] == ["tune", str(preset)] and cmd[-2:] == ["--train.lr", "1e-4"]
+    assert cmd[cmd.index("--train.max_minutes") + 1] == "20" and "--train.max_steps" not in cmd
