@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: install demo test lint models-multilingual install-llamacpp bench bench-smoke clean
+.PHONY: install demo test lint models-multilingual install-llamacpp bench bench-smoke reliability-long clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: install
 ## Every benchmark on tiny settings in < 3 minutes (CI runs it); results in bench/.work/smoke/RESULTS.md.
 bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
+
+## Reliability suite, long mode (docs/RELIABILITY.md): 20 SIGKILL/resume trials, 60 s of 64-client load,
+## 5000 mutated data files, 100 fuzzed requests per API operation. About 15 min on a quiet 2-core machine.
+reliability-long: install
+	$(BIN)/pytest -q tests/reliability --long --reliability-summary docs/reliability-long.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

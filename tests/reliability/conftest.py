@@ -23,7 +23,7 @@ def pytest_configure(config):
     """Bound the API fuzzer: examples per operation in CI and in the long mode."""
     from hypothesis import settings
 
-    settings.register_profile("reliability", max_examples=300 if config.getoption("--long") else 12)
+    settings.register_profile("reliability", max_examples=100 if config.getoption("--long") else 12)
     settings.load_profile("reliability")
 
 
@@ -35,16 +35,30 @@ def long_mode(request) -> bool:
 
 @pytest.fixture(scope="session")
 def figures(request, long_mode):
-    """A dict each test fills with its measured figures; written to --reliability-summary PATH at the end."""
+    """A dict each test fills with its measured figures; written to --reliability-summary PATH after each test
+    that uses it (so an interrupted long run keeps what it measured) and at the end."""
     out: dict = {}
+    out_path = request.config.getoption("--reliability-summary")
+
+    def write() -> None:
+        if out_path:
+            summary = {"mode": "long" if long_mode else "ci", "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                       "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs (shared, busy)",
+                       "figures": {k: v for k, v in out.items() if not k.startswith("_")}}
+            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(out_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    out["_write"] = write
     yield out
-    path = request.config.getoption("--reliability-summary")
-    if path:
-        summary = {"mode": "long" if long_mode else "ci", "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                   "machine": f"{platform.machine()} {platform.system()}, {_cpus()} CPUs (shared, busy)",
-                   "figures": out}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write()
+
+
+@pytest.fixture(autouse=True)
+def _save_figures(request):
+    """After each test that recorded figures, write the summary so far."""
+    yield
+    if "figures" in request.fixturenames:
+        request.getfixturevalue("figures")["_write"]()
 
 
 def _cpus() -> int:
