@@ -84,10 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     from weaver.eval.report import text_table
 
     run_facts = json.loads((Path(run) / "run.json").read_text()) if (Path(run) / "run.json").is_file() else {}
+    train = {}
+    if (Path(run) / "config.yaml").is_file():
+        import yaml
+
+        train = (yaml.safe_load((Path(run) / "config.yaml").read_text()) or {}).get("train", {})
+    recipe = ", ".join(f"{k}={train.get(k)}" for k in ("method", "lora_r", "top_layers", "lr", "batch_size",
+                                                       "max_steps") if k in train)
     lines = ["## Evaluation: dialogsum, tuned vs base", "",
              f"Command: `weaver {' '.join(cmd)}`" + ("" if args.run or args.smoke else
                                                      f" after `weaver tune {' '.join(TUNE)}`"), "",
-             f"Run: {run} ({run_facts.get('steps', '?')} steps, {run_facts.get('wall_time_s', '?')} s, "
+             f"Run: {run} ({recipe}; {run_facts.get('steps', '?')} steps, {run_facts.get('wall_time_s', '?')} s, "
              f"stop: {run_facts.get('stop_reason', '?')}). Load average {load0:.1f} at start on "
              f"{os.cpu_count()} cores (a shared, busy machine: times are provisional). Took {time.time() - t0:.0f} s.",
              "", "```", text_table(data), "```", "",
