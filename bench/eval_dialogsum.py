@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", default=None, help="run directory (default: newest dialogsum run, else tune one)")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="rewrite the section from an existing report.json")
     args = ap.parse_args(argv)
     weaver = [sys.executable, "-m", "weaver.cli"]
     t0, load0 = time.time(), os.getloadavg()[0]
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out = tmp / "eval" if args.smoke else Path(run) / "eval-dialogsum"
     cmd = ["eval", "--model", str(run), "--data", str(TEST), "--task", "summarize", "--limit", str(args.limit),
            "--out", str(out), *extra]
-    subprocess.run([*weaver, *cmd], cwd=ROOT, check=True)
+    if not (args.reuse and (out / "report.json").is_file()):
+        subprocess.run([*weaver, *cmd], cwd=ROOT, check=True)
     data = json.loads((out / "report.json").read_text())
     from weaver.eval.report import text_table
 
