@@ -97,6 +97,7 @@ class Trainer:
                       "best_step": None, "bad": 0, "last_eval_step": None}
         self.step = 0
         self.last_ckpt: str | None = None
+        self.val_s = 0.0  # duration of the last validation: the time budget keeps room for a final one
 
     # ---- resume -------------------------------------------------------------------------------------
     def maybe_resume(self) -> Path | None:
@@ -153,10 +154,12 @@ class Trainer:
         """Dev loss (and ROUGE-L when train.metric is rougeL); updates early stopping and best/."""
         if not self.data.dev:
             return {}
+        v0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # validation must not shift the training RNG stream
             out = {"dev_loss": dev_loss(self)}
             if self.t.metric == "rougeL":
                 out["rougeL"] = dev_rouge(self)
+        self.val_s = time.perf_counter() - v0
         value = out[self.t.metric]
         self.state["last_eval_step"] = self.step
         if self.stopper.update(value):
@@ -238,7 +241,9 @@ class Trainer:
     def _out_of_time(self) -> bool:
         if self.t.max_minutes is None:
             return False
-        over = float(self.state["elapsed"] >= self.t.max_minutes * 60)
+        # Keep room for the final validation inside the budget: stop when the last validation would not fit.
+        pending = self.val_s if self.data.dev and self.state["last_eval_step"] != self.step else 0.0
+        over = float(self.state["elapsed"] + pending >= self.t.max_minutes * 60)
         if self.world > 1:  # every process must take the same decision
             over = float(self.acc.reduce(torch.tensor(over, device=self.acc.device), reduction="sum"))
         return over > 0
