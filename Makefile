@@ -54,9 +54,10 @@ bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
 
 ## Reliability suite, long mode (docs/RELIABILITY.md): 20 SIGKILL/resume trials, 60 s of 64-client load,
-## 5000 mutated data files, 100 fuzzed requests per API operation. About 15 min on a quiet 2-core machine.
+## 5000 mutated data files, 100 fuzzed requests per API operation; then the figures table in the doc.
 reliability-long: install
 	$(BIN)/pytest -q tests/reliability --long --reliability-summary docs/reliability-long.json
+	$(BIN)/python tests/reliability/figures_md.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
