@@ -129,3 +129,19 @@ def test_chinese_lexical_retrieval_and_chunking(tmp_path):
     assert "退货" in tokenize("我想退货")
     chunks = chunk_document("# A\n\n" + "One sentence here. " * 80 + "\n\n# B\n\nShort.")
     assert [h for h, _ in chunks][-1] == "B" and all(len(t) <= 820 for _, t in chunks)
+
+
+def test_http_route_answers_and_hands_over(index):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from weaver.apps.support import make_router
+
+    app = FastAPI()
+    app.include_router(make_router(str(index.path), Recorder, policy=load_policy(audit_log="off")))
+    client = TestClient(app)
+    ok = client.post("/v1/weaver/support", json={"question": "Someone hacked my Spotify and changed my password"})
+    assert ok.status_code == 200 and ok.json()["citations"] and not ok.json()["handed_over"]
+    off = client.post("/v1/weaver/support", json={"question": "What is the capital of Australia?"})
+    assert off.json()["handed_over"] is True
+    assert client.post("/v1/weaver/support", json={"question": ""}).status_code == 422

@@ -282,6 +282,7 @@ class Index:
         con.close()
         if not rows:
             raise WeaverError(f"index {path} is empty: rebuild it with `weaver support index --kb KB --out {path}`")
+        self.path = path
         self.ids = [r[0] for r in rows]
         self.titles = [r[1] for r in rows]
         self.texts = [r[2] for r in rows]
