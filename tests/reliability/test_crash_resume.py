@@ -229,9 +229,9 @@ def test_full_disk_during_save_keeps_previous_checkpoint_and_resumes(setup, tmp_
     figures["full_disk"] = {"simulated_enospc_saves": 1, "previous_checkpoint_kept": True, "resumed_equal": True}
 
 
-@pytest.mark.xfail(strict=True, reason="defect (tuning): save_checkpoint leaves its .step-N.tmpPID folder behind "
-                                       "when a write fails (ENOSPC), and a resumed run never removes folders a "
-                                       "killed process left; on a full disk the leftovers keep the disk full")
+@pytest.mark.xfail(strict=True, reason="defect (tuning): temporary .step-N.tmpPID folders that a killed "
+                                       "or failed save leaves behind are never removed by the resumed run "
+                                       "(another pid); on a full disk the leftovers keep the disk full")
 def test_failed_or_killed_saves_leave_no_temporary_folders(setup, tmp_path, monkeypatch):
     model_dir, data, _, _ = setup
     run = tmp_path / "run"
