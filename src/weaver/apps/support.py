@@ -141,8 +141,10 @@ def make_router(index_path: str, backend_factory, policy: SafetyPolicy | None = 
                        state["policy"], req.max_new_tokens)
         return reply.to_dict()
 
-    @router.post("/v1/weaver/support")
-    async def support(req: SupportRequest) -> dict:
+    async def support(req) -> dict:
         return await anyio.to_thread.run_sync(_run, req)
 
+    # This module uses postponed annotations; FastAPI needs the real class to read the body schema.
+    support.__annotations__ = {"req": SupportRequest, "return": dict}
+    router.post("/v1/weaver/support")(support)
     return router
