@@ -25,3 +25,10 @@ class DataError(WeaverError):
     """Input data is malformed; the message names the file, line and field."""
 
     exit_code = 3
+
+
+class DiskFullError(WeaverError, OSError):
+    """A save failed because the disk is full; what was saved before is intact."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

@@ -159,9 +159,6 @@ def test_oversized_bodies_on_every_post_endpoint(api):
         _is_4xx_envelope(_post(api, path, big), 413)
 
 
-@pytest.mark.xfail(strict=True, reason="defect (serve), found by the long-mode fuzzer: repetition_penalty=5e-324 "
-                                       "passes the schema (gt=0) and turns the logits into inf/NaN, so generation "
-                                       "fails with a 500; a lower bound (e.g. ge=0.01) in schemas.py makes it a 400")
 def test_denormal_repetition_penalty_is_a_400(api):
     body = {"messages": USER, "max_tokens": 1, "repetition_penalty": 5e-324}
     _is_4xx_envelope(httpx.post(api + CHAT, json=body, headers=AUTH, timeout=60), 400)

@@ -229,9 +229,6 @@ def test_full_disk_during_save_keeps_previous_checkpoint_and_resumes(setup, tmp_
     figures["full_disk"] = {"simulated_enospc_saves": 1, "previous_checkpoint_kept": True, "resumed_equal": True}
 
 
-@pytest.mark.xfail(strict=True, reason="defect (tuning): temporary .step-N.tmpPID folders that a killed "
-                                       "or failed save leaves behind are never removed by the resumed run "
-                                       "(another pid); on a full disk the leftovers keep the disk full")
 def test_failed_or_killed_saves_leave_no_temporary_folders(setup, tmp_path, monkeypatch):
     model_dir, data, _, _ = setup
     run = tmp_path / "run"
@@ -245,9 +242,6 @@ def test_failed_or_killed_saves_leave_no_temporary_folders(setup, tmp_path, monk
     assert leftovers == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect (tuning): a full disk during a save surfaces as 'internal error "
-                                       "(OSError ...); rerun with -v' instead of one sentence saying the disk is "
-                                       "full, the previous checkpoint is kept and --resume continues")
 def test_full_disk_is_reported_as_one_clear_sentence(setup, tmp_path, monkeypatch, capsys):
     from weaver.cli import main
 

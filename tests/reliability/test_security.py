@@ -31,7 +31,7 @@ from weaver.serve.settings import ServeSettings
 SRC = Path(__file__).resolve().parents[2] / "src" / "weaver"
 KEY = "sk-weaver-secret-7f3a9c"
 PROMPT = "confidential-prompt-4421 about the merger"
-OPEN_PATHS = {"/health", "/", "/openapi.json"}  # the page is static HTML; /openapi.json: see the xfail below
+OPEN_PATHS = {"/health", "/"}  # the page is static HTML (its API calls need the key)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +78,6 @@ def test_every_endpoint_but_health_needs_the_key(keyed, figures):
     figures.setdefault("security", {})["endpoints_requiring_key"] = len(checked)
 
 
-@pytest.mark.xfail(strict=True, reason="defect (serve): with an API key set, GET /openapi.json still answers "
-                                       "without it (FastAPI's default openapi_url); the issue asks every endpoint "
-                                       "but /health to need the key")
 def test_openapi_schema_needs_the_key_when_one_is_set(keyed):
     assert keyed.get("/openapi.json").status_code == 401
 
@@ -151,8 +148,6 @@ def test_no_pickle_module_loads_in_the_code():
     assert hits == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect (tuning): tuning/checkpoint.py load_checkpoint calls "
-                                       "torch.load(optimizer.pt, weights_only=False)")
 def test_every_torch_load_is_weights_only():
     unsafe = [c for c in _torch_loads() if "weights_only=True" not in c[2]]
     assert unsafe == []
@@ -199,9 +194,6 @@ def test_pickle_adapter_runs_no_code(tiny_model_dir, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="defect (tuning): checkpoint.load_checkpoint unpickles optimizer.pt with "
-                                       "torch.load(weights_only=False), so a run directory from someone else runs "
-                                       "their code on --resume (the manifest hash is written by the same hand)")
 def test_resuming_a_foreign_checkpoint_runs_no_code(tiny_model, tmp_path):
     from weaver.config import TrainConfig
     from weaver.tuning import checkpoint as ckpt

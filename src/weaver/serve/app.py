@@ -276,7 +276,10 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
         yield
         state.scheduler.stop()
 
-    app = FastAPI(title="Weaver", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # With an API key, the schema is served by a keyed route below instead of FastAPI's open default.
+    keyed = settings.api_key is not None
+    app = FastAPI(title="Weaver", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None if keyed else "/openapi.json")
     app.state.weaver = state
     install_error_handlers(app)
     if settings.cors_origins:
@@ -295,6 +298,13 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
             return body
         body["error"] = state.error
         return JSONResponse(body, status_code=503)
+
+    if keyed:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi(request: Request):
+            check_api_key(request, settings.api_key)
+            return app.openapi()
 
     @app.get("/", include_in_schema=False)
     def page():

@@ -13,9 +13,11 @@ skipped with a warning and the previous good checkpoint is used.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from weaver.errors import DiskFullError
 from weaver.models.loading import sha256_file
 
 log = logging.getLogger(__name__)
@@ -32,7 +35,14 @@ WEIGHTS = "trainable.safetensors"
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # Tensors and plain lists only, so the checkpoint loads with torch.load(weights_only=True): no pickle.
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -40,8 +50,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -118,9 +130,31 @@ def save_checkpoint(run_dir, step: int, model, optimizer, scheduler, state: dict
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
+    for stale in root.glob(".step-*.tmp*"):  # left by a killed or failed save (any process)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    try:
+        _write_checkpoint_files(tmp, step, model, optimizer, scheduler, state)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"No space left on device while saving checkpoint step {step} in {root}; the previous checkpoint "
+                "is kept: free some space and rerun the same command with --resume to continue"
+            ) from None
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for _, old in _steps(Path(run_dir))[max(keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_checkpoint_files(tmp: Path, step: int, model, optimizer, scheduler, state: dict) -> None:
     save_file(trainable_tensors(model), str(tmp / WEIGHTS))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                tmp / "optimizer.pt")
@@ -129,13 +163,6 @@ def save_checkpoint(run_dir, step: int, model, optimizer, scheduler, state: dict
         with open(p, "rb+") as fh:
             os.fsync(fh.fileno())
     _write_manifest(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    for _, old in _steps(Path(run_dir))[max(keep, 1):]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> dict:
@@ -152,7 +179,10 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> dict
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
-    blob = torch.load(folder / "optimizer.pt", weights_only=False)
+    try:
+        blob = torch.load(folder / "optimizer.pt", weights_only=True)  # never unpickle code from a run folder
+    except pickle.UnpicklingError as exc:
+        raise RuntimeError(f"checkpoint {folder} holds objects other than tensors and plain values: {exc}") from None
     if optimizer is not None:
         optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None:
