@@ -25,10 +25,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from weaver.errors import WeaverError
+from weaver.errors import ConfigError, WeaverError
 from weaver.serve import openai_format as fmt
 from weaver.serve.backend import Backend, BatchParams, Row, make_backend
 from weaver.serve.errors import APIError, BodyLimitMiddleware, check_api_key, install_error_handlers
+from weaver.serve.safety import filter_response, gate_prompt, safe_stream_events, server_policy
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
@@ -48,6 +49,7 @@ class ServerState:
         self.scheduler = Scheduler(backend, settings.max_batch, settings.max_queue, settings.batch_wait_ms / 1000)
         self.status = "loading"
         self.error: str | None = None
+        self.policy = server_policy(settings)
 
     def load(self) -> None:
         """Load the model (runs in a background thread), then start the scheduler."""
@@ -152,10 +154,15 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, prom
     meta = fmt.Meta(kind, model_id, usage)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if state.policy is not None:
+            return fmt.sse_response(safe_stream_events(state.policy, meta, job, events, cancel, include_usage))
         return fmt.sse_response(fmt.stream_events(meta, job, events, cancel, include_usage))
     await _wait(request, events, cancel, deadline)
     _raise_job_error(job, s)
-    return JSONResponse(fmt.full_response(meta, job))
+    response = fmt.full_response(meta, job)
+    if state.policy is not None:
+        filter_response(state.policy, response, kind)
+    return JSONResponse(response)
 
 
 async def _wait(request: Request, events: asyncio.Queue, cancel: threading.Event, deadline: float) -> None:
@@ -198,7 +205,8 @@ def _build_router(state: ServerState) -> APIRouter:
         from weaver.data.chat import render_messages
 
         state.require_ready()
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        messages = [{"role": "system" if m.role == "developer" else m.role,
+                     "content": gate_prompt(state.policy, m.text(), "messages")} for m in body.messages]
         prompt = render_messages(state.backend.tokenizer, messages, add_generation_prompt=True)
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         return await _run(state, request, body, [prompt], "chat", state.settings.default_max_tokens, requested,
@@ -209,7 +217,8 @@ def _build_router(state: ServerState) -> APIRouter:
         state.require_ready()
         if any(not p for p in body.prompts()):
             raise APIError(400, "prompt is empty", param="prompt")
-        return await _run(state, request, body, body.prompts(), "text", state.settings.default_max_tokens,
+        prompts = [gate_prompt(state.policy, p, "prompt") for p in body.prompts()]
+        return await _run(state, request, body, prompts, "text", state.settings.default_max_tokens,
                           body.max_tokens, 1.0, body.stop_list())
 
     @v1.get("/weaver/tasks")
@@ -227,7 +236,8 @@ def _build_router(state: ServerState) -> APIRouter:
             raise APIError(404, f"unknown task {task!r}; tasks: {', '.join(TASKS)}", param="task",
                            code="task_not_found")
         model_id, _ = state.adapter_for(body.model)
-        prompt = _task_prompt(state, task, model_id, body)
+        fields = {k: gate_prompt(state.policy, v, k) if isinstance(v, str) else v for k, v in body.fields().items()}
+        prompt = _task_prompt(state, task, model_id, body, fields)
         default_t = 0.0 if body.n == 1 else 0.8
         stop = body.stop_list() or list(TASKS[task].stop)
         return await _run(state, request, body, [prompt], "chat", TASKS[task].max_new_tokens, body.max_tokens,
@@ -236,7 +246,7 @@ def _build_router(state: ServerState) -> APIRouter:
     return v1
 
 
-def _task_prompt(state: ServerState, task: str, model_id: str, body: TaskRequest) -> str:
+def _task_prompt(state: ServerState, task: str, model_id: str, body: TaskRequest, fields: dict) -> str:
     """The prompt the model was tuned with: the run's data config when it was tuned for this task."""
     from weaver.config import DataConfig
     from weaver.data.tasks import record_from_fields, render_prompt
@@ -247,10 +257,28 @@ def _task_prompt(state: ServerState, task: str, model_id: str, body: TaskRequest
             data_cfg = DataConfig(task=task, lang=body.lang or (data_cfg.lang if data_cfg else "en"))
         elif body.lang and body.lang != data_cfg.lang:
             data_cfg = dataclasses.replace(data_cfg, lang=body.lang, instruction=None)
-        record = record_from_fields(task, body.fields(), data_cfg)
+        record = record_from_fields(task, fields, data_cfg)
         return render_prompt(state.backend.tokenizer, record, data_cfg)
     except WeaverError as exc:
         raise APIError(400, str(exc), code="invalid_fields") from None
+
+
+def _support_router(state: ServerState) -> APIRouter:
+    """POST /v1/weaver/support (weaver.apps.support) on the served model, behind the API key."""
+    from weaver.apps.support import make_router
+    from weaver.serve.safety import permissive_policy
+    from weaver.serve.support import ServedBackend
+
+    def auth(request: Request) -> None:
+        check_api_key(request, state.settings.api_key)
+
+    if not Path(state.settings.support_index).expanduser().is_file():
+        raise ConfigError(f"--support-index {state.settings.support_index!r} does not exist; build one with "
+                          "`weaver support index --kb FAQ --out INDEX`")
+    router = APIRouter(dependencies=[Depends(auth)])
+    router.include_router(make_router(state.settings.support_index, lambda: ServedBackend(state),
+                                      state.policy or permissive_policy()))
+    return router
 
 
 def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_background: bool = True) -> FastAPI:
@@ -288,6 +316,8 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.support_index:  # before /v1/weaver/{task}, which would otherwise take "support" as a task
+        app.include_router(_support_router(state))
     app.include_router(_build_router(state))
 
     @app.get("/health")

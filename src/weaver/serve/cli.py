@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; default: CORS closed)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt texts (off by default)")
+    p.add_argument("--no-safety", action="store_true",
+                   help="do not apply the safety policy (blocklists, PII redaction) to requests and replies")
+    p.add_argument("--safety-policy", default=None, metavar="PATH",
+                   help="safety policy YAML (default: $WEAVER_SAFETY, else the packaged policy)")
+    p.add_argument("--support-index", default=None, metavar="PATH",
+                   help="serve POST /v1/weaver/support from this index (built by `weaver support index`)")
 
 
 def parse_adapters(values: list[str]) -> dict[str, str]:
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, adapters=parse_adapters(args.adapter), host=args.host, port=args.port,
         api_key=args.api_key, backend=args.backend, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_body_bytes=args.max_body_bytes,
-        cors_origins=list(args.cors_origin), log_prompts=args.log_prompts,
+        cors_origins=list(args.cors_origin), log_prompts=args.log_prompts, safety=not args.no_safety,
+        safety_policy=args.safety_policy, support_index=args.support_index,
     )
     backend = make_backend(settings)
     backend.plan()

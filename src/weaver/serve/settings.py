@@ -51,6 +51,12 @@ class ServeSettings:
     """Origins allowed to call the API from a browser (empty = CORS closed)."""
     log_prompts: bool = False
     """Log prompt texts (off by default: prompts may be private)."""
+    safety: bool = True
+    """Apply the safety policy (weaver.apps.safety) to every request text and reply (--no-safety turns it off)."""
+    safety_policy: str | None = None
+    """Safety policy YAML (--safety-policy); None = $WEAVER_SAFETY, else the packaged policy."""
+    support_index: str | None = None
+    """Knowledge-base index for POST /v1/weaver/support (--support-index; None = route not served)."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:

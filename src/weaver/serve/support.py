@@ -1,0 +1,79 @@
+"""The server's loaded model as an apps backend, so POST /v1/weaver/support (weaver.apps.support) runs on it.
+
+    router = make_router(settings.support_index, lambda: ServedBackend(state), policy)
+
+`ServedBackend.generate(records, task, params)` renders each record with weaver.data.tasks.render_prompt
+(the default model's own data settings when it was tuned for that task) and queues the prompts on the
+server's batching scheduler, so support replies share batches and the one copy of the weights with every
+other request. It blocks until done: call it off the event loop (make_router runs it in a worker thread).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from weaver.config import DataConfig
+from weaver.data.records import Record
+from weaver.data.tasks import render_prompt
+from weaver.generate.engine import SamplingParams
+from weaver.serve.backend import BatchParams, Row
+from weaver.serve.errors import APIError
+from weaver.serve.scheduler import Job, QueueFull
+
+
+class ServedBackend:
+    """Generates with the server's default model through its scheduler (the apps' backend interface)."""
+
+    supports_loglik = False
+
+    def __init__(self, state):
+        self.state = state
+
+    def _prompt_ids(self, record: Record, task: str, model_id: str) -> list[int]:
+        backend = self.state.backend
+        cfg = backend.data_configs.get(model_id)
+        if cfg is None or cfg.task != task:
+            cfg = DataConfig(task=task)
+        prompt = render_prompt(backend.tokenizer, record, cfg)
+        return backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
+        """params.n texts per record, in input order.
+
+        Raises:
+            APIError: 503 while loading, 400 when a prompt fills the context window, 429 queue full,
+                500 when generation failed, 504 on timeout.
+        """
+        state = self.state
+        state.require_ready()
+        model_id, adapter = state.adapter_for(None)
+        settings, window = state.settings, state.backend.context_window
+        deadline = time.monotonic() + settings.request_timeout_s
+        rows = []
+        for record in records:
+            ids = self._prompt_ids(record, task, model_id)
+            if len(ids) >= window:
+                raise APIError(400, f"the support prompt has {len(ids)} tokens, which fills the model's context "
+                                    f"window of {window} tokens; ask with fewer passages (k)",
+                               param="k", code="context_length_exceeded")
+            budget = min(params.max_new_tokens, window - len(ids))
+            rows += [Row(ids, budget, list(params.stop), deadline=deadline) for _ in range(params.n)]
+        done = threading.Event()
+        batch = BatchParams(params.temperature, params.top_p, params.repetition_penalty, params.seed)
+        job = Job(rows, adapter, batch, on_done=lambda job: done.set())
+        try:
+            state.scheduler.submit(job)
+        except QueueFull as exc:
+            raise APIError(429, f"the server is busy ({exc}); retry shortly", code="queue_full") from None
+        if not done.wait(settings.request_timeout_s + 30):
+            for row in rows:
+                row.cancel.set()
+            raise APIError(504, "the request timed out waiting for the model", code="timeout")
+        if job.error:
+            raise APIError(500, job.error, code="generation_failed", type_="server_error")
+        if any(r.finish_reason == "timeout" for r in rows):
+            raise APIError(504, f"the request took longer than the server's limit of {settings.request_timeout_s:g} s",
+                           code="timeout")
+        n = params.n
+        return [[r.text for r in rows[i * n : (i + 1) * n]] for i in range(len(records))]
