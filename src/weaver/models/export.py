@@ -5,7 +5,7 @@
 
 The GGUF is written with the `gguf` package's `GGUFWriter` (the writer llama.cpp's own converter uses),
 following llama.cpp's converter for the tensor layout: Q/K rows permuted back to llama.cpp's rotary
-layout for Llama, norms shifted by +1 for Gemma-3. Tokenizer metadata is copied verbatim from the GGUF
+layout. Llama architecture only (SmolLM2). Tokenizer metadata is copied verbatim from the GGUF
 the base model came from when there is one (the embedded catalog models), else built from the
 Hugging Face tokenizer (byte-level BPE). f16 and q8_0 are quantised here (gguf.quants); q4_k_m needs
 llama.cpp's own quantiser (`llama_cpp.llama_model_quantize`, the optional `[llamacpp]` extra).
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 # HF architecture -> gguf architecture name (MODEL_ARCH_NAMES value).
-ARCHS = {"LlamaForCausalLM": "llama", "Gemma3ForCausalLM": "gemma3"}
+# Gemma-3 is not here yet: its export (norms +1, sliding-window metadata) was not verified against llama.cpp.
+ARCHS = {"LlamaForCausalLM": "llama"}
 # Hash of llama.cpp's pre-tokenizer probe text -> `tokenizer.ggml.pre` (from llama.cpp's converter).
 _PRE_TOKENIZERS = {"855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm"}
 
@@ -141,10 +142,8 @@ def _write_gguf(model, tok, arch: str, quant: str, source_gguf: Path | None, pat
     writer.close()
 
 
-def _rope_theta(cfg, key: str | None = None, default: float = 10000.0) -> float:
+def _rope_theta(cfg, default: float = 10000.0) -> float:
     params = getattr(cfg, "rope_parameters", None) or {}
-    if key is not None and isinstance(params.get(key), dict):
-        params = params[key]
     return float(params.get("rope_theta", getattr(cfg, "rope_theta", default)))
 
 
@@ -159,19 +158,9 @@ def _add_hparams(writer, cfg, arch: str) -> None:
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    if arch == "llama":
-        writer.add_vocab_size(cfg.vocab_size)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(_rope_theta(cfg))
-        return
-    # gemma3: global layers use the full-attention rope base, sliding-window layers their own.
-    writer.add_rope_freq_base(_rope_theta(cfg, "full_attention", 1_000_000.0))
-    if "sliding_attention" in (getattr(cfg, "rope_parameters", None) or {}):
-        writer.add_rope_freq_base_swa(_rope_theta(cfg, "sliding_attention"))
-    if getattr(cfg, "final_logit_softcapping", None):
-        writer.add_final_logit_softcapping(cfg.final_logit_softcapping)
-    if getattr(cfg, "sliding_window", None):
-        writer.add_sliding_window(cfg.sliding_window)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(_rope_theta(cfg))
 
 
 def _add_tokenizer(writer, tok, cfg, source_gguf: Path | None) -> int:
@@ -274,8 +263,6 @@ def _tensors(model, arch: str, quant: str, n_vocab: int):
         if arch == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
             n_head = cfg.num_attention_heads if "q_proj" in hf_name else cfg.num_key_value_heads
             data = _permute(data, n_head)
-        if arch == "gemma3" and hf_name.endswith("norm.weight"):
-            data = data + 1.0  # Gemma3RMSNorm scales by (1 + weight); llama.cpp by weight
         if hf_name.endswith("embed_tokens.weight") and n_vocab and data.shape[0] > n_vocab:
             data = data[:n_vocab]  # llama.cpp requires embedding rows == vocabulary size
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
