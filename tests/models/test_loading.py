@@ -84,3 +84,16 @@ def test_missing_wheel_names_the_pip_command(monkeypatch):
 def test_hf_folder_loads(tiny_model_dir):
     model, tok = load_model(str(tiny_model_dir))
     assert model.config.num_hidden_layers == 2 and tok.pad_token is not None
+
+
+def test_full_finetune_run_resolves_to_its_model_folder(tmp_path, tiny_model_dir):
+    import shutil
+
+    from weaver.config import load_config, save_resolved
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "model")
+    save_resolved(load_config(None, ["--model.name", str(tiny_model_dir), "--train.method", "full"]), run)
+    resolved = resolve(str(run))
+    assert resolved.base_dir == run / "model" and resolved.adapter_dir is None and resolved.run_dir == run
+    assert resolved.base_spec == str(tiny_model_dir)

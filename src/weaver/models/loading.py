@@ -163,6 +163,8 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
         if adapter is not None:
             base = _run_base(path, adapter)
             return ResolvedModel(resolve(base).base_dir, adapter, base_spec=base, run_dir=path)
+        if _is_hf_folder(path / "model") and (path / "config.yaml").is_file():  # a run tuned with full/freeze
+            return ResolvedModel(path / "model", base_spec=_run_base(path, None), run_dir=path)
         if _is_hf_folder(path):
             return ResolvedModel(path, base_spec=spec)
         raise ModelNotFoundError(
@@ -180,13 +182,15 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     raise unknown_model_error(spec)
 
 
-def _run_base(run_dir: Path, adapter: Path) -> str:
+def _run_base(run_dir: Path, adapter: Path | None) -> str:
     """The base model a run or adapter was tuned from: the run's config, else the adapter's config."""
     cfg = run_dir / "config.yaml"
     if cfg.is_file():
         name = (yaml.safe_load(cfg.read_text()) or {}).get("model", {}).get("name")
         if name:
             return str(name)
+    if adapter is None:
+        raise ModelNotFoundError(f"{run_dir}/config.yaml does not name the base model (model.name)")
     base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise ModelNotFoundError(f"cannot tell which base model the adapter in {adapter} belongs to")
