@@ -161,3 +161,14 @@ def test_support_route_answers_from_the_index_with_the_key(tiny_model_dir, faq_i
         assert "[faq-pw]" in body["reply"] and not body["handed_over"]
         # the task route still serves real tasks next to it
         assert client.post("/v1/weaver/headline", headers=AUTH, json={"input": "x", "max_tokens": 2}).status_code == 200
+
+
+def test_stream_guard_never_splits_an_email_and_streams_chinese_early():
+    from weaver.apps.safety import load_policy
+    from weaver.serve.safety import StreamGuard
+
+    guard = StreamGuard(load_policy(audit_log="off"))
+    out = [guard.push(p) for p in ["Mail bo", "b@exa", "mple.", "org, or", " call"]] + [guard.flush()]
+    assert "".join(out) == "Mail [EMAIL], or call" and out[0] == "Mail " and out[-1] == "call"
+    guard = StreamGuard(load_policy(audit_log="off"))
+    assert guard.push("您好，") == "您好，"  # no spaces in Chinese: released at the punctuation, not at the end

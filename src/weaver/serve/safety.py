@@ -7,8 +7,10 @@
 Streams (`safe_stream_events`) are checked as they arrive: each choice's accumulated text is matched
 against the blocklist on every piece; when it matches, generation is cancelled and the choice ends with a
 chunk carrying the refusal and `finish_reason: "content_filter"`. Text is released only up to the last
-whitespace and redacted piece by piece, so PII that itself contains whitespace (a phone number written
-"555 123 4567") can be split between two released pieces and slip through; whole responses have no such gap.
+character that cannot be part of an email or a digit group (a space, punctuation other than . _ % + - @,
+a Chinese character) and redacted piece by piece, so PII that itself contains spaces (a phone number
+written "555 123 4567") can be split between two released pieces and slip through, as can a run of more
+than MAX_HOLD such characters; whole responses have no such gap.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from weaver.serve.errors import APIError
 from weaver.serve.scheduler import Job
 from weaver.serve.settings import ServeSettings
 
-_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+# Characters PII is written with (emails, digit groups); text is released up to the last other character.
+_PII_TAIL = re.compile(r"[A-Za-z0-9._%+@\-]*$")
+MAX_HOLD = 64
+"""A tail of PII characters longer than this is released except its last MAX_HOLD // 2 characters."""
 
 
 def server_policy(settings: ServeSettings) -> SafetyPolicy | None:
@@ -86,10 +91,10 @@ class StreamGuard:
         if self.policy.blocked_terms(self.text):
             self.refusal = self.policy.check_output(self.text, app="api").text
             return ""
-        m = _LAST_SPACE.search(self.text, self.sent)
-        if m is None:
-            return ""
-        return self._release(m.end())
+        end = _PII_TAIL.search(self.text, self.sent).start()
+        if len(self.text) - end > MAX_HOLD:
+            end = len(self.text) - MAX_HOLD // 2
+        return self._release(end) if end > self.sent else ""
 
     def flush(self) -> str:
         """The rest of the text (redacted); logs the decision on the whole choice."""
