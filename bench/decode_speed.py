@@ -131,7 +131,7 @@ def run_variant(name: str, args, prompts, refs) -> dict:
         from weaver.generate.llamacpp import LlamaCppGenerator, gguf_for
 
         path = gguf_for(args.model, name.split("-", 1)[1])
-        gen = LlamaCppGenerator(path, n_ctx=2048)
+        gen = LlamaCppGenerator(path, n_ctx=2048, n_threads=args.threads)
         engine = llama_engine_speed(gen, prompts[0], args.tokens, args.repeats)
     rouge_l, weaver_tps, preds = rouge_pass(gen, prompts, refs, args.max_new_tokens)
     row = {"variant": name, "engine_tps": engine, "weaver_tps": weaver_tps, "rougeL": rouge_l,
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=64, help="forced new tokens for the engine speed")
     ap.add_argument("--max-new-tokens", type=int, default=48, help="new tokens per ROUGE item")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and llama.cpp (default: all)")
     ap.add_argument("--variants", default=",".join(HF_VARIANTS + GGUF_VARIANTS))
     ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 items, few tokens (< 1 min)")
     args = ap.parse_args(argv)
@@ -205,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         args.model = str(tiny_model(BENCH / ".work" / "decode-smoke" / "tiny-model"))
         args.items, args.tokens, args.max_new_tokens, args.repeats = 2, 8, 8, 1
     args.model = args.model or default_model()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # on a shared CPU, fewer threads than cores avoids oversubscription
     from weaver.models.loading import load_tokenizer
 
     prompts, refs = load_items(args.items, load_tokenizer(args.model), args.model)
