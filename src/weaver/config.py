@@ -379,6 +379,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: Path, what: str = "") -> Any:
+    """Parse a YAML file (UTF-8, BOM allowed); an empty file is {}.
+
+    Raises:
+        ConfigError: `file:line: invalid YAML <what>(problem)`.
+    """
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML {what}({getattr(exc, 'problem', exc)})") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Resolve a RunConfig from defaults, then a YAML file, then `--section.key value` overrides.
 
@@ -395,12 +409,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for the shipped presets")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = read_yaml(p)
     if overrides:
         data = _merge(data, parse_overrides(overrides))
     return _build(RunConfig, data, "")

@@ -29,8 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from weaver.config import read_yaml
 from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -252,12 +251,7 @@ def load_policy(path: str | os.PathLike | None = None, audit_log: str | None = N
     p = Path(path or os.environ.get("WEAVER_SAFETY") or DEFAULT_POLICY).expanduser()
     if not p.is_file():
         raise ConfigError(f"safety policy {str(p)!r} does not exist: pass an existing YAML file to --safety")
-    try:
-        config = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}{where}: invalid YAML in the safety policy ({getattr(exc, 'problem', exc)})") from None
+    config = read_yaml(p, "in the safety policy ")
     if audit_log is not None and isinstance(config, dict):
         config = {**config, "audit_log": audit_log}
     return SafetyPolicy(config, str(p))
