@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from weaver.errors import ConfigError, WeaverError
 from weaver.serve import openai_format as fmt
+from weaver.serve.apps import apps_router
 from weaver.serve.backend import Backend, BatchParams, Row, make_backend
 from weaver.serve.errors import APIError, BodyLimitMiddleware, check_api_key, install_error_handlers
 from weaver.serve.safety import filter_response, gate_prompt, safe_stream_events, server_policy
@@ -318,6 +319,7 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.support_index:  # before /v1/weaver/{task}, which would otherwise take "support" as a task
         app.include_router(_support_router(state))
+    app.include_router(apps_router(state))
     app.include_router(_build_router(state))
 
     @app.get("/health")

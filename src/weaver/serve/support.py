@@ -1,4 +1,4 @@
-"""The server's loaded model as an apps backend, so POST /v1/weaver/support (weaver.apps.support) runs on it.
+"""The server's loaded model as an apps backend: POST /v1/weaver/support and /v1/weaver/apps/* run on it.
 
     router = make_router(settings.support_index, lambda: ServedBackend(state), policy)
 
@@ -27,14 +27,16 @@ class ServedBackend:
 
     supports_loglik = False
 
-    def __init__(self, state):
+    def __init__(self, state, model: str | None = None, lang: str = "en"):
         self.state = state
+        self.model = model
+        self.lang = lang
 
     def _prompt_ids(self, record: Record, task: str, model_id: str) -> list[int]:
         backend = self.state.backend
         cfg = backend.data_configs.get(model_id)
         if cfg is None or cfg.task != task:
-            cfg = DataConfig(task=task)
+            cfg = DataConfig(task=task, lang=self.lang)
         prompt = render_prompt(backend.tokenizer, record, cfg)
         return backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
@@ -47,16 +49,17 @@ class ServedBackend:
         """
         state = self.state
         state.require_ready()
-        model_id, adapter = state.adapter_for(None)
+        model_id, adapter = state.adapter_for(self.model)
         settings, window = state.settings, state.backend.context_window
         deadline = time.monotonic() + settings.request_timeout_s
         rows = []
         for record in records:
             ids = self._prompt_ids(record, task, model_id)
             if len(ids) >= window:
-                raise APIError(400, f"the support prompt has {len(ids)} tokens, which fills the model's context "
-                                    f"window of {window} tokens; ask with fewer passages (k)",
-                               param="k", code="context_length_exceeded")
+                raise APIError(400, f"the {task} prompt has {len(ids)} tokens, which fills the model's context "
+                                    f"window of {window} tokens" + ("; ask with fewer passages (k)"
+                                                                    if task == "support_reply" else ""),
+                               param="k" if task == "support_reply" else None, code="context_length_exceeded")
             budget = min(params.max_new_tokens, window - len(ids))
             rows += [Row(ids, budget, list(params.stop), deadline=deadline) for _ in range(params.n)]
         done = threading.Event()

@@ -1,0 +1,128 @@
+"""The writing apps over HTTP, on the served model: newsroom and ad copy (support is in weaver.apps.support).
+
+    POST /v1/weaver/apps/newsroom  {"articles": [{"id": "a1", "title": "...", "text": "..."}], "n_headlines": 3}
+    -> {"object": "weaver.newsroom", "model": "...", "articles": [{"id", "summary", "headline",
+        "alternatives", "safety", ...}], "failed": [{"id", "error"}]}
+
+    POST /v1/weaver/apps/adcopy  {"product": "...", "audience": "...", "tone": "...", "keywords": [...],
+                                  "attributes": "类型#上衣*颜色#白色", "lang": "en", "n": 5}
+    -> {"object": "weaver.adcopy", "model": "...", "candidates": [{"text", "score", "likelihood",
+        "keyword_coverage", "length_fit"}], "score": {"weights": {...}, "likelihood": false}}
+
+Both run the same functions as `weaver newsroom` and `weaver adcopy` (weaver.apps.newsroom.process_article,
+weaver.apps.adcopy.generate_adcopy) through ServedBackend, so their prompts share the server's batching
+scheduler and the one copy of the weights. `model` picks a served adapter (GET /v1/models; default: the
+first). Articles of one request are processed concurrently (their generations batch together); an article
+the model cannot take (longer than the context window) is listed in `failed` and the others are returned.
+Ad copy from a served model is ranked without the likelihood term (the server does not score text), so
+its score is keyword coverage and length fit only; `score.likelihood` says so.
+Both are behind the API key and the server's safety policy (prompts and outputs).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from weaver.errors import WeaverError
+from weaver.serve.errors import APIError, check_api_key
+
+MAX_ARTICLES = 32
+ARTICLE_WORKERS = 4
+
+
+class NewsArticle(BaseModel):
+    id: str | None = Field(None, max_length=200, description="Your id for the article (default: its position).")
+    title: str = Field("", max_length=2000)
+    text: str = Field(..., min_length=1, max_length=200_000)
+
+
+class NewsroomRequest(BaseModel):
+    model: str | None = Field(None, description="Model id from GET /v1/models (default: the first one).")
+    articles: list[NewsArticle] = Field(..., min_length=1, max_length=MAX_ARTICLES)
+    n_headlines: int = Field(3, ge=0, le=10, description="Alternative headlines per article.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    lang: Literal["en", "zh"] = "en"
+    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+
+
+class AdcopyRequest(BaseModel):
+    model: str | None = Field(None, description="Model id from GET /v1/models (default: the first one).")
+    product: str = Field("", max_length=4000)
+    audience: str = Field("", max_length=1000)
+    tone: str = Field("", max_length=200)
+    keywords: list[str] = Field(default_factory=list, max_length=30)
+    attributes: str = Field("", max_length=4000, description="AdvertiseGen attributes, e.g. 类型#上衣*颜色#白色")
+    lang: Literal["en", "zh"] = "en"
+    n: int = Field(5, ge=1, le=10)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+
+
+def apps_router(state) -> APIRouter:
+    """POST /v1/weaver/apps/newsroom and /v1/weaver/apps/adcopy for a weaver.serve.app.ServerState."""
+    from weaver.apps.adcopy import W_KEYWORDS, W_LENGTH, W_LIKELIHOOD, AdRequest, candidates_json, generate_adcopy
+    from weaver.apps.newsroom import Article, process_article
+    from weaver.serve.safety import permissive_policy
+    from weaver.serve.support import ServedBackend
+
+    def auth(request: Request) -> None:
+        check_api_key(request, state.settings.api_key)
+
+    router = APIRouter(prefix="/v1/weaver/apps", dependencies=[Depends(auth)])
+
+    def policy():
+        return state.policy or permissive_policy()
+
+    def newsroom(req: NewsroomRequest) -> dict:
+        state.require_ready()
+        model_id, _ = state.adapter_for(req.model)
+        backend = ServedBackend(state, model_id, req.lang)
+        ids = [a.id or f"article-{i + 1}" for i, a in enumerate(req.articles)]
+        if len(set(ids)) != len(ids):
+            raise APIError(400, "article ids must be unique", param="articles", code="duplicate_id")
+        articles = [Article(id=i, text=a.text, title=a.title, source="request") for i, a in zip(ids, req.articles)]
+
+        def one(article: Article) -> dict:
+            try:
+                return process_article(backend, article, req.n_headlines, policy(), req.seed, req.max_new_tokens)
+            except APIError as exc:
+                if exc.status_code != 400:  # busy, timeout, model failure: the whole request fails
+                    raise
+                return {"id": article.id, "error": exc.message}
+
+        with ThreadPoolExecutor(min(ARTICLE_WORKERS, len(articles))) as pool:
+            results = list(pool.map(one, articles))
+        done = [r for r in results if "error" not in r]
+        failed = [r for r in results if "error" in r]
+        for r in done:
+            r.pop("source", None)
+        return {"object": "weaver.newsroom", "model": model_id, "articles": done, "failed": failed}
+
+    def adcopy(req: AdcopyRequest) -> dict:
+        state.require_ready()
+        model_id, _ = state.adapter_for(req.model)
+        backend = ServedBackend(state, model_id, req.lang)
+        ad = AdRequest(product=req.product, audience=req.audience, tone=req.tone,
+                       keywords=[k for k in req.keywords if k.strip()], attributes=req.attributes, lang=req.lang)
+        try:
+            cands = generate_adcopy(backend, ad, req.n, req.seed, policy(), req.max_new_tokens)
+        except WeaverError as exc:
+            raise APIError(400, str(exc), code="invalid_request") from None
+        weights = {"likelihood": W_LIKELIHOOD, "keyword_coverage": W_KEYWORDS, "length_fit": W_LENGTH}
+        return {"object": "weaver.adcopy", "model": model_id, "candidates": candidates_json(cands),
+                "score": {"weights": weights, "likelihood": backend.supports_loglik}}
+
+    async def newsroom_route(req: NewsroomRequest) -> dict:
+        return await anyio.to_thread.run_sync(newsroom, req)
+
+    async def adcopy_route(req: AdcopyRequest) -> dict:
+        return await anyio.to_thread.run_sync(adcopy, req)
+
+    router.post("/newsroom")(newsroom_route)
+    router.post("/adcopy")(adcopy_route)
+    return router
