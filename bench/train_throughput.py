@@ -99,7 +99,9 @@ def _call(cmd: list[str]) -> None:
 
 def run_weaver(name: str, ctx: dict) -> dict:
     out = ctx["work"] / name
-    s = {"budget_min": ctx["s"]["minutes"], "save_steps": 1000, "extra": ["--train.resume", "never", *VARIANTS[name]]}
+    # epochs: as many as fit, so weaver trains for the whole budget like the plain recipe (its epochs=100)
+    s = {"budget_min": ctx["s"]["minutes"], "save_steps": 1000, "epochs": 100,
+         "extra": ["--train.resume", "never", *VARIANTS[name]]}
     if ctx["smoke"]:
         s["extra"] += ["--train.top_layers", "none", "--data.max_seq_len", "160", "--train.batch_size", "4"]
     cmd = weaver_recipe.command(ctx["preset"], ctx["model_dir"], ctx["files"]["train"], ctx["files"]["dev"],

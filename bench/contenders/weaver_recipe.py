@@ -1,7 +1,8 @@
 """Weaver's default recipe as a contender: `weaver tune <the shipped dialogsum preset>` with the benchmark's data.
 
 Only what the benchmark must control is overridden: the data files, the base model folder, the output
-directory, the wall-clock budget (`train.max_minutes`), the checkpoint cadence (every checkpoint is kept
+directory, the wall-clock budget (`train.max_minutes`), the number of epochs (the same for every
+contender), the checkpoint cadence (every checkpoint is kept
 so the curve can be drawn) and no evaluation after tuning. Everything else is the preset's.
 """
 
@@ -35,13 +36,16 @@ def command(preset: Path, model_dir: Path, train: Path, dev: Path, test: Path, o
     """The `weaver tune` command line (run with this interpreter, so the same venv).
 
     Args:
-        s: budget_min, save_steps, seed, and optionally max_steps (smoke) and extra (list of overrides).
+        s: budget_min, save_steps, and optionally epochs (the same number of passes the other contenders
+            get), max_steps (smoke) and extra (list of overrides).
     """
     cmd = [sys.executable, "-c", "import sys; from weaver.cli import main; sys.exit(main())", "tune", str(preset),
            "--model.name", str(model_dir), "--data.train", str(train), "--data.dev", str(dev),
            "--data.test", str(test), "--train.out_dir", str(out_dir), "--train.max_minutes", str(s["budget_min"]),
            "--train.save_every", str(s["save_steps"]), "--train.keep_checkpoints", "1000",
            "--train.resume", "never", "--eval.after_tune", "false"]
+    if s.get("epochs"):
+        cmd += ["--train.epochs", str(s["epochs"])]
     if s.get("max_steps"):
         cmd += ["--train.max_steps", str(s["max_steps"])]
     return cmd + list(s.get("extra", []))

@@ -68,7 +68,9 @@ def test_every_endpoint_but_health_needs_the_key(keyed, figures):
             assert resp.status_code == 401, (method, path, headers, resp.text)
         body = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
                 "/v1/completions": {"prompt": "hi", "max_tokens": 1},
-                "/v1/weaver/{task}": {"input": "x", "max_tokens": 1}}.get(path)
+                "/v1/weaver/{task}": {"input": "x", "max_tokens": 1},
+                "/v1/weaver/apps/newsroom": {"articles": [{"text": "x"}], "n_headlines": 0, "max_new_tokens": 1},
+                "/v1/weaver/apps/adcopy": {"product": "x", "n": 1, "max_new_tokens": 1}}.get(path)
         ok = keyed.request(method, url, headers={"Authorization": f"Bearer {KEY}"}, json=body)
         assert ok.status_code == 200, (method, path, ok.text)
         checked.append(f"{method} {path}")

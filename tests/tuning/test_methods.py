@@ -79,3 +79,38 @@ def test_precision_auto_is_recorded():
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert chosen == ("bf16" if native else "fp32") and why
     assert choose_precision("fp32", torch.device("cpu"))[0] == "fp32"
+
+
+@pytest.mark.parametrize(("method", "extra", "blocks"), [("lora", {"top_layers": 1}, 1), ("lora", {}, 2),
+                                                          ("full", {}, 2)])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir, method, extra, blocks):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from weaver.tuning.methods import enable_checkpointing
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch, results = _batch(tok), []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = build_trainable(LlamaForCausalLM.from_pretrained(tiny_model_dir),
+                                TrainConfig(method=method, lora_dropout=0.1, **extra))
+        if checkpointed:
+            assert enable_checkpointing(model) == blocks
+        model.train()
+        torch.manual_seed(1)  # the same dropout masks: checkpointing replays the RNG state
+        loss, _ = CausalLMLoss(model)(**batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss0, g0), (loss1, g1) = results
+    torch.testing.assert_close(loss1, loss0)
+    assert g0.keys() == g1.keys() and g0
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_checkpointing_is_refused_for_prefix_tuning(tiny_model):
+    from weaver.tuning.methods import enable_checkpointing
+
+    model = build_trainable(tiny_model[0], TrainConfig(method="prefix"))
+    with pytest.raises(ConfigError, match="prefix"):
+        enable_checkpointing(model)

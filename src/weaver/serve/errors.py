@@ -52,6 +52,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if err.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     if err.get("type") == "missing":
+        if param is None:
+            return "the request needs a JSON body", None
         return f"missing required parameter {param!r}", param
     return (f"{param}: {msg}" if param else msg), param
 

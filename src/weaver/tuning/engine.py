@@ -74,7 +74,8 @@ class CausalLMLoss(torch.nn.Module):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
             return out.loss, n
         base = _base(self.model)
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
         logits = base.get_output_embeddings()(hidden[:, :-1][mask])
         cap = getattr(base.config, "final_logit_softcapping", None)
         if cap:
@@ -96,3 +97,26 @@ def make_scheduler(optimizer, train: TrainConfig, total_steps: int):
 
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[train.scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=total_steps)
+
+
+_LIBC: list = []
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc malloc_trim) after a training step.
+
+    Batches of different lengths leave the C heap fragmented: without this, the resident size of a CPU run
+    creeps up step after step (SmolLM2-135M dialogsum, 12 steps: peak RSS 4.3 GB; most of it free heap the
+    process keeps). A no-op where glibc is not the allocator.
+    """
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.append(libc.malloc_trim if hasattr(libc, "malloc_trim") else None)
+        except OSError:
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)

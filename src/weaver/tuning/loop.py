@@ -28,7 +28,14 @@ from weaver.config import RunConfig, TrainConfig
 from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
 from weaver.tuning.callbacks import EarlyStopping, RunLogger, TrainingDiverged, check_finite
-from weaver.tuning.engine import CausalLMLoss, autocast, choose_precision, make_optimizer, make_scheduler
+from weaver.tuning.engine import (
+    CausalLMLoss,
+    autocast,
+    choose_precision,
+    make_optimizer,
+    make_scheduler,
+    release_free_memory,
+)
 from weaver.tuning.validate import dev_loss, dev_rouge
 
 log = logging.getLogger(__name__)
@@ -147,6 +154,8 @@ class Trainer:
         if self.t.method == "adalora":  # AdaLoRA's rank allocator reads the gradients: before zero_grad
             self.model.base_model.update_and_allocate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.acc.device.type == "cpu":
+            release_free_memory()
         return mean
 
     # ---- validation and saving -------------------------------------------------------------------

@@ -147,6 +147,36 @@ def build_trainable(model, train: TrainConfig, total_steps: int = 100):
     return model
 
 
+def enable_checkpointing(model) -> int:
+    """Gradient checkpointing (non-reentrant) on every block at or above the lowest block with trained weights.
+
+    Blocks below it keep no activations anyway (autograd stops there), so they run as usual.
+    Returns:
+        The number of checkpointed blocks (0 when the model's blocks do not support it).
+    Raises:
+        ConfigError: prefix tuning (its prefix is passed as an attention cache, which checkpointing drops).
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    if getattr(getattr(model, "peft_config", {}).get("default"), "peft_type", None) == "PREFIX_TUNING":
+        raise ConfigError("train.gradient_checkpointing does not work with prefix tuning (its virtual tokens live "
+                          "in the attention cache, which checkpointed blocks drop); set it to false")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = list(base.get_decoder().layers)
+    trained = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
+    if not trained or not all(hasattr(layer, "_gradient_checkpointing_func") or
+                              hasattr(type(layer), "gradient_checkpointing") for layer in layers):
+        log.warning("train.gradient_checkpointing: %s", "no trained blocks" if not trained else
+                    f"{type(layers[0]).__name__} does not support gradient checkpointing; ignored")
+        return 0
+    for layer in layers[trained[0]:]:
+        layer.gradient_checkpointing = True
+        layer._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+    return len(layers) - trained[0]
+
+
 def trainable_summary(model) -> dict:
     """Counts of trainable and total parameters."""
     total = sum(p.numel() for p in model.parameters())

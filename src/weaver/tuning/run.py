@@ -149,7 +149,7 @@ def tune(cfg: RunConfig) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from weaver.tuning.methods import build_trainable, trainable_summary
+    from weaver.tuning.methods import build_trainable, enable_checkpointing, trainable_summary
 
     run_dir = Path(cfg.train.out_dir)
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -162,8 +162,10 @@ def tune(cfg: RunConfig) -> Path:
     data, report = prepare_data(cfg, tok)
     _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
     model = build_trainable(model, cfg.train, total_steps=total)
+    checkpointed = enable_checkpointing(model) if cfg.train.gradient_checkpointing else 0
     trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
     facts = {"method": cfg.train.method, "base_model": cfg.model.name, **trainable_summary(model),
+             "checkpointed_blocks": checkpointed,
              "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}
     if acc.is_main_process:
         save_resolved(cfg, run_dir, extra={"data_fingerprint": report.get("fingerprint")})
