@@ -144,3 +144,36 @@ def test_real_model_greedy_matches_transformers_at_f16_and_q8_0(tmp_path):
         # enough to flip a near-tie from the second token on (measured); its first token must still agree.
         n = 8 if quant == "f16" else 1
         assert got_ids[:n] == ref_ids[:n], (quant, got.text, ref.text)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_gemma3_export_keeps_the_source_layout_and_greedy_matches_transformers(tmp_path):
+    import gguf
+
+    from weaver.generate.engine import Generator
+    from weaver.models.catalog import find_entry
+    from weaver.models.export import _source_gguf, export_gguf
+    from weaver.models.loading import load_model, resolve
+
+    if not find_entry("gemma3-270m").installed:
+        pytest.skip("gemma3-270m is not installed (make models-multilingual)")
+    out = export_gguf("gemma3-270m", tmp_path / "gemma3-f16.gguf", "f16")
+    source = gguf.GGUFReader(_source_gguf(resolve("gemma3-270m").base_dir))
+    mine = gguf.GGUFReader(out)
+    # the same tensors under the same names, and the norms (f32 in both files) equal to the last bit: 1 + w
+    src_tensors = {t.name: t for t in source.tensors}
+    assert {t.name for t in mine.tensors} == set(src_tensors)
+    norms = [t for t in mine.tensors if t.name.endswith("norm.weight")]
+    assert norms
+    for t in norms:
+        np.testing.assert_array_equal(np.asarray(t.data), np.asarray(src_tensors[t.name].data))
+    for key in ("gemma3.attention.sliding_window", "gemma3.context_length", "gemma3.block_count"):
+        assert mine.fields[key].contents() == source.fields[key].contents()
+    model, tok = load_model("gemma3-270m")
+    prompt = "The capital of France is Paris. The capital of Germany is"
+    params = SamplingParams(max_new_tokens=8, repetition_penalty=1.0)
+    [[ref]] = Generator(model, tok).generate([prompt], params)
+    [[got]] = LlamaCppGenerator(out, n_ctx=256).generate([prompt], params)
+    ref_ids, got_ids = (tok(x.text, add_special_tokens=False)["input_ids"] for x in (ref, got))
+    assert got_ids[:4] == ref_ids[:4], (got.text, ref.text)

@@ -5,7 +5,8 @@
 
 The GGUF is written with the `gguf` package's `GGUFWriter` (the writer llama.cpp's own converter uses),
 following llama.cpp's converter for the tensor layout: Q/K rows permuted back to llama.cpp's rotary
-layout. Llama architecture only (SmolLM2). Tokenizer metadata is copied verbatim from the GGUF
+layout (Llama: SmolLM2), RMSNorm weights stored as 1 + w (Gemma-3, whose hyper-parameters are copied
+from the GGUF its base came from). Tokenizer metadata is copied verbatim from the GGUF
 the base model came from when there is one (the embedded catalog models), else built from the
 Hugging Face tokenizer (byte-level BPE). f16 and q8_0 are quantised here (gguf.quants); q4_k_m needs
 llama.cpp's own quantiser (`llama_cpp.llama_model_quantize`, the optional `[llamacpp]` extra).
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 # HF architecture -> gguf architecture name (MODEL_ARCH_NAMES value).
-# Gemma-3 is not here yet: its export (norms +1, sliding-window metadata) was not verified against llama.cpp.
-ARCHS = {"LlamaForCausalLM": "llama"}
+# Gemma-3 needs the GGUF its base came from (its hyper-parameters, sliding-window layout and tokenizer are
+# copied from there) and stores RMSNorm weights as 1 + w, as llama.cpp's converter does.
+ARCHS = {"LlamaForCausalLM": "llama", "Gemma3ForCausalLM": "gemma3"}
+NEEDS_SOURCE_GGUF = ("gemma3",)
 # Hash of llama.cpp's pre-tokenizer probe text -> `tokenizer.ggml.pre` (from llama.cpp's converter).
 _PRE_TOKENIZERS = {"855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm"}
 
@@ -100,6 +103,11 @@ def export_gguf(spec: str | os.PathLike, out_file: str | os.PathLike, quant: str
             "with llama.cpp's convert_hf_to_gguf.py"
         )
     source_gguf = _source_gguf(resolve(spec).base_dir)
+    if ARCHS[arch_hf] in NEEDS_SOURCE_GGUF and source_gguf is None:
+        raise WeaverError(
+            f"GGUF export of a {arch_hf} needs the GGUF its base model came from (the catalog's gemma3-270m); "
+            f"{spec} was not converted from one: use --merge and llama.cpp's convert_hf_to_gguf.py"
+        )
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     first = "f16" if quant == "q4_k_m" else quant
     try:
@@ -130,7 +138,10 @@ def _write_gguf(model, tok, arch: str, quant: str, source_gguf: Path | None, pat
     cfg = model.config
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(str(getattr(cfg, "_name_or_path", "") or "weaver export"))
-    _add_hparams(writer, cfg, arch)
+    if arch in NEEDS_SOURCE_GGUF:
+        _copy_arch_fields(writer, source_gguf, arch)
+    else:
+        _add_hparams(writer, cfg, arch)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_vocab = _add_tokenizer(writer, tok, cfg, source_gguf)
@@ -161,6 +172,25 @@ def _add_hparams(writer, cfg, arch: str) -> None:
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(_rope_theta(cfg))
+
+
+def _copy_arch_fields(writer, source: Path, arch: str) -> None:
+    """Copy the architecture's hyper-parameters (`<arch>.*` keys) from the GGUF the base model came from.
+
+    Raises:
+        WeaverError: that GGUF is of another architecture.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    found = reader.fields.get("general.architecture")
+    if found is None or found.contents() != arch:
+        raise WeaverError(f"{source} is not a {arch} GGUF; cannot copy its hyper-parameters")
+    for key, field in reader.fields.items():
+        if key.startswith(arch + "."):
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
 
 
 def _add_tokenizer(writer, tok, cfg, source_gguf: Path | None) -> int:
@@ -263,6 +293,8 @@ def _tensors(model, arch: str, quant: str, n_vocab: int):
         if arch == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
             n_head = cfg.num_attention_heads if "q_proj" in hf_name else cfg.num_key_value_heads
             data = _permute(data, n_head)
+        if arch == "gemma3" and hf_name.endswith("norm.weight"):
+            data = data + 1.0  # Gemma's RMSNorm scales by (1 + w); llama.cpp's stores 1 + w (as its converter)
         if hf_name.endswith("embed_tokens.weight") and n_vocab and data.shape[0] > n_vocab:
             data = data[:n_vocab]  # llama.cpp requires embedding rows == vocabulary size
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
