@@ -95,6 +95,7 @@ def launch(cmd: list[str], log: Path, budget_s: float, grace_s: float, env: dict
     Returns:
         t0 (launch time), rc, wall_s, stopped_at_budget, peak_rss_gb (the group's, sampled every 2 s).
     """
+    busy0, kids0 = _busy_cpu_s(), _children_cpu_s()
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
@@ -116,8 +117,29 @@ def launch(cmd: list[str], log: Path, budget_s: float, grace_s: float, env: dict
                 rc = proc.wait()
         done.set()
         watcher.join()
-    return {"t0": t0, "rc": rc, "wall_s": round(time.time() - t0, 1), "stopped_at_budget": stopped,
-            "peak_rss_gb": round(peak[0] / 2**30, 2)}
+    wall = time.time() - t0
+    other = None
+    if busy0 is not None:  # CPU the rest of the machine used meanwhile, in cores (contender's own CPU taken out)
+        other = round(max(0.0, (_busy_cpu_s() - busy0) - (_children_cpu_s() - kids0)) / max(wall, 1e-6), 2)
+    return {"t0": t0, "rc": rc, "wall_s": round(wall, 1), "stopped_at_budget": stopped,
+            "peak_rss_gb": round(peak[0] / 2**30, 2), "other_cores": other}
+
+
+def _busy_cpu_s() -> float | None:
+    """Seconds of non-idle CPU time of the whole machine since boot (/proc/stat), None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 class SkipContender(Exception):

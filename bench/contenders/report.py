@@ -123,7 +123,9 @@ def _contender_lines(state: dict) -> list[str]:
     lines = ["### Contenders as run", ""]
     for name, run in state["contenders"].items():
         facts = (f", {run['wall_s']} s wall, peak RSS {run.get('peak_rss_gb', '?')} GB (sampled every 2 s), "
-                 f"load average {run['load_at_start']} at launch" if "wall_s" in run else "")
+                 f"load average {run['load_at_start']} at launch"
+                 + (f", other processes {run['other_cores']} cores" if run.get("other_cores") is not None else "")
+                 if "wall_s" in run else "")
         notes = f"; {'; '.join(run['notes'])}" if run.get("notes") else ""
         lines.append(f"- **{LABELS.get(name, name)}**: {run['status']}{facts}{notes}")
         if run.get("cmd"):
@@ -137,11 +139,18 @@ def _contender_lines(state: dict) -> list[str]:
 
 
 def _noise_note(state: dict) -> str:
-    loads = [r["load_at_start"] for r in state["contenders"].values() if "load_at_start" in r]
-    where = (f"Measured on a SHARED, busy machine (load average {max(loads):.1f} at a launch, on "
-             f"{os.cpu_count()} cores): other work competed for the CPU, so absolute minutes are inflated and "
-             "noisy." if loads and max(loads) > 1.5 else
-             "The machine was quiet (load average below 1.5 at every launch).")
+    runs = [r for r in state["contenders"].values() if "wall_s" in r]
+    other = [r["other_cores"] for r in runs if r.get("other_cores") is not None]
+    if other:
+        where = (f"Other processes used on average up to {max(other):.2f} of the {os.cpu_count()} cores while a "
+                 "contender trained (whole-machine CPU time minus the contender's own): "
+                 + ("the machine was SHARED, so absolute minutes are inflated and noisy." if max(other) > 0.25
+                    else "the machine was quiet."))
+    else:
+        loads = [r["load_at_start"] for r in runs if "load_at_start" in r]
+        where = (f"Load average at the launches: up to {max(loads):.1f} on {os.cpu_count()} cores (it includes the "
+                 "previous contender's own load, which takes minutes to decay; other processes' CPU time was not "
+                 "measured in this run)." if loads else "")
     return where + (" One run per contender (each takes tens of minutes): read the ratios within this run "
                     "rather than the absolute minutes.")
 
