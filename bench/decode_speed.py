@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -167,8 +168,8 @@ def markdown(rows: list[dict], args, command: str) -> str:
         f"Model: `{args.model}`{' (tiny random model: speeds and ROUGE mean nothing)' if args.smoke else ''}; "
         f"{len(rows) and args.items} dialogsum test items; greedy, repetition penalty 1.1, "
         f"{args.max_new_tokens} new tokens for ROUGE; engine speed = {args.tokens} forced tokens on one prompt.  ",
-        "Measured on a SHARED, busy machine (2 cores, other engineers' jobs running): provisional; "
-        "read the ratios within this run.",
+        f"Load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (the benchmark itself keeps "
+        "the cores busy; above ~2.5 on 2 cores other work was running too): read the ratios within this run.",
         "",
         "| variant | engine tok/s | x fp32 | weaver tok/s | x fp32 | raw llama.cpp tok/s | weaver / llama.cpp "
         "| ROUGE-L | ΔROUGE-L vs fp32 |",
