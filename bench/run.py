@@ -39,8 +39,9 @@ def discover(bench_dir: Path = BENCH) -> list[str]:
                     and not p.stem.startswith("_"))
     return list(BENCHMARKS[:-1]) + others + [BENCHMARKS[-1]]
 TITLE = "# Benchmark results\n\nWritten by `make bench` (bench/run.py); each section by its benchmark script.\n"
-SHARED_NOTE = ("Measured on a SHARED, busy machine (load average above 1.5 on these cores): absolute times are "
-               "noisy and provisional; ratios measured within one run are the figures to read.")
+SHARED_NOTE = ("Load average above 1.5 on these cores: that includes the benchmark's own threads, so it does not "
+               "by itself mean other work ran; if it did, absolute times are noisy. Ratios measured within one run "
+               "are the figures to read.")
 
 
 def results_path() -> Path:
