@@ -20,7 +20,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,13 @@ from weaver.errors import ConfigError, WeaverError
 from weaver.serve import openai_format as fmt
 from weaver.serve.apps import apps_router
 from weaver.serve.backend import Backend, BatchParams, Row, make_backend
-from weaver.serve.errors import APIError, BodyLimitMiddleware, check_api_key, install_error_handlers
+from weaver.serve.errors import (
+    APIError,
+    BodyLimitMiddleware,
+    check_api_key,
+    install_error_handlers,
+    key_dependency,
+)
 from weaver.serve.safety import filter_response, gate_prompt, safe_stream_events, server_policy
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
@@ -191,10 +197,7 @@ def _raise_job_error(job: Job, s: ServerState | ServeSettings) -> None:
 
 
 def _build_router(state: ServerState) -> APIRouter:
-    def auth(request: Request) -> None:
-        check_api_key(request, state.settings.api_key)
-
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    v1 = APIRouter(prefix="/v1", dependencies=[key_dependency(state.settings.api_key)])
 
     @v1.get("/models")
     def models():
@@ -270,13 +273,10 @@ def _support_router(state: ServerState) -> APIRouter:
     from weaver.serve.safety import permissive_policy
     from weaver.serve.support import ServedBackend
 
-    def auth(request: Request) -> None:
-        check_api_key(request, state.settings.api_key)
-
     if not Path(state.settings.support_index).expanduser().is_file():
         raise ConfigError(f"--support-index {state.settings.support_index!r} does not exist; build one with "
                           "`weaver support index --kb FAQ --out INDEX`")
-    router = APIRouter(dependencies=[Depends(auth)])
+    router = APIRouter(dependencies=[key_dependency(state.settings.api_key)])
     router.include_router(make_router(state.settings.support_index, lambda: ServedBackend(state),
                                       state.policy or permissive_policy()))
     return router

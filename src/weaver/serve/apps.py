@@ -25,11 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from weaver.errors import WeaverError
-from weaver.serve.errors import APIError, check_api_key
+from weaver.serve.errors import APIError, key_dependency
 
 MAX_ARTICLES = 32
 ARTICLE_WORKERS = 4
@@ -70,10 +70,7 @@ def apps_router(state) -> APIRouter:
     from weaver.serve.safety import permissive_policy
     from weaver.serve.support import ServedBackend
 
-    def auth(request: Request) -> None:
-        check_api_key(request, state.settings.api_key)
-
-    router = APIRouter(prefix="/v1/weaver/apps", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1/weaver/apps", dependencies=[key_dependency(state.settings.api_key)])
 
     def policy():
         return state.policy or permissive_policy()

@@ -131,3 +131,13 @@ def check_api_key(request: Request, api_key: str | None) -> None:
         raise APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'", code="invalid_api_key")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
         raise APIError(401, "incorrect API key provided", code="invalid_api_key")
+
+
+def key_dependency(api_key: str | None):
+    """A FastAPI dependency (for `APIRouter(dependencies=[...])`) that applies check_api_key with this key."""
+    from fastapi import Depends
+
+    def auth(request: Request) -> None:
+        check_api_key(request, api_key)
+
+    return Depends(auth)

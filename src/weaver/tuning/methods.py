@@ -159,6 +159,7 @@ def enable_checkpointing(model) -> int:
     import functools
 
     from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
 
     if getattr(getattr(model, "peft_config", {}).get("default"), "peft_type", None) == "PREFIX_TUNING":
         raise ConfigError("train.gradient_checkpointing does not work with prefix tuning (its virtual tokens live "
@@ -166,8 +167,7 @@ def enable_checkpointing(model) -> int:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = list(base.get_decoder().layers)
     trained = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
-    if not trained or not all(hasattr(layer, "_gradient_checkpointing_func") or
-                              hasattr(type(layer), "gradient_checkpointing") for layer in layers):
+    if not trained or not all(isinstance(layer, GradientCheckpointingLayer) for layer in layers):
         log.warning("train.gradient_checkpointing: %s", "no trained blocks" if not trained else
                     f"{type(layers[0]).__name__} does not support gradient checkpointing; ignored")
         return 0
