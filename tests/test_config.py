@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from weaver.config import RunConfig, load_config, save_resolved
 from weaver.errors import ConfigError
@@ -55,9 +56,13 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path):
 
 def test_every_shipped_preset_loads():
     presets = sorted((ROOT / "configs").glob("*.yaml"))
+    assert presets
     for preset in presets:
         cfg = load_config(preset)
-        assert isinstance(cfg, RunConfig)
+        raw = yaml.safe_load(preset.read_text())
+        for section, values in raw.items():  # every key the preset sets is the value the run gets
+            for key, value in values.items():
+                assert getattr(getattr(cfg, section), key) == value, f"{preset.name}: {section}.{key}"
         first = preset.read_text().splitlines()[0]
         assert first.startswith("# weaver tune"), f"{preset.name} must open with its launch command"
 

@@ -61,18 +61,33 @@ def test_reply_is_grounded_in_cited_passages(index):
                    policy=load_policy(audit_log="off"))
     assert not reply.handed_over and reply.citations == ["faq-1665"]
     assert reply.text.endswith("Sources: [faq-1665]")
+    assert not reply.uncited
     prompt_input = backend.records[0].input
     assert all(f"[{h.id}]" in prompt_input for h in reply.passages)  # passages with ids are in the prompt
     assert "cite" in backend.records[0].instruction
 
 
-def test_uncited_reply_lists_all_given_passages_and_pii_is_redacted(index):
+def test_uncited_reply_cites_nothing_says_so_and_pii_is_redacted(index):
     backend = Recorder(reply="Write to us at help@example.com and we will sort it out.")
     reply = answer(backend, index, "Someone hacked my Spotify, my email is ann@example.com",
                    policy=load_policy(audit_log="off"))
     assert "ann@example.com" not in backend.records[0].input and "[EMAIL]" in backend.records[0].input
     assert "help@example.com" not in reply.text and "[EMAIL]" in reply.text
-    assert reply.citations == [h.id for h in reply.passages]
+    assert reply.passages and reply.citations == [] and reply.uncited
+    assert reply.text.endswith("Sources: none cited. Check this reply against the knowledge base before sending it.")
+    body = reply.to_dict()
+    assert body["citations"] == [] and body["uncited"] is True and len(body["passages"]) == len(reply.passages)
+
+
+def test_only_the_cited_passage_is_a_citation(index):
+    question = "I forgot my Gmail password and lost the phone number tied to it"
+    first = answer(Recorder(), index, question, policy=load_policy(audit_log="off"))
+    others = [h.id for h in first.passages if h.id != "faq-1665"]
+    assert others  # several passages were given, one was cited
+    reply = answer(Recorder(reply="Use the recovery form [faq-1665]."), index, question,
+                   policy=load_policy(audit_log="off"))
+    assert reply.citations == ["faq-1665"] and not reply.uncited
+    assert not any(i in reply.text for i in others)
 
 
 def test_index_is_rebuilt_incrementally(tmp_path):
@@ -140,8 +155,11 @@ def test_http_route_answers_and_hands_over(index):
     app = FastAPI()
     app.include_router(make_router(str(index.path), Recorder, policy=load_policy(audit_log="off")))
     client = TestClient(app)
-    ok = client.post("/v1/weaver/support", json={"question": "Someone hacked my Spotify and changed my password"})
-    assert ok.status_code == 200 and ok.json()["citations"] and not ok.json()["handed_over"]
+    ok = client.post("/v1/weaver/support", json={"question": "I forgot my Gmail password and lost my phone number"})
+    assert ok.status_code == 200 and not ok.json()["handed_over"]
+    assert ok.json()["citations"] == ["faq-1665"] and ok.json()["uncited"] is False
+    uncited = client.post("/v1/weaver/support", json={"question": "Someone hacked my Spotify and changed my password"})
+    assert uncited.json()["citations"] == [] and uncited.json()["uncited"] is True and uncited.json()["passages"]
     off = client.post("/v1/weaver/support", json={"question": "What is the capital of Australia?"})
     assert off.json()["handed_over"] is True
     assert client.post("/v1/weaver/support", json={"question": ""}).status_code == 422

@@ -27,12 +27,20 @@ def test_converted_model_matches_transformers_gguf_loading():
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
-def test_weaver_generate_prints_text():
+def test_weaver_generate_writes_an_on_topic_headline_equal_to_the_engines():
+    from weaver.data.chat import render_messages
+    from weaver.generate.engine import SamplingParams
+    from weaver.generate.llamacpp import load_generator
+
+    prompt = "Write a headline: The city council approved new bike lanes downtown."
     out = subprocess.run(
         [sys.executable, "-m", "weaver.cli", "generate", "--model", "smollm2-135m-instruct",
-         "--prompt", "Write a headline: The city council approved new bike lanes downtown.",
-         "--max-new-tokens", "24"],
+         "--prompt", prompt, "--max-new-tokens", "24", "--no-safety"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert len(out.stdout.strip()) > 3
+    gen, tok, _ = load_generator("smollm2-135m-instruct")
+    params = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=1.1)
+    expected = "".join(gen.stream(render_messages(tok, [{"role": "user", "content": prompt}]), params))
+    assert out.stdout == expected + "\n"
+    assert "bike" in out.stdout.lower() or "lane" in out.stdout.lower(), out.stdout

@@ -157,7 +157,9 @@ def test_support_route_answers_from_the_index_with_the_key(tiny_model_dir, faq_i
                            json={"question": "I forgot my password, how can I reset it?", "max_new_tokens": 8})
         assert resp.status_code == 200, resp.text
         body = resp.json()
-        assert body["passages"][0]["id"] == "faq-pw" and "faq-pw" in body["citations"]
+        given = [p["id"] for p in body["passages"]]
+        assert given[0] == "faq-pw" and set(body["citations"]) <= set(given)  # a random model rarely cites
+        assert body["uncited"] is (body["citations"] == [])
         assert "[faq-pw]" in body["reply"] and not body["handed_over"]
         # the task route still serves real tasks next to it
         assert client.post("/v1/weaver/headline", headers=AUTH, json={"input": "x", "max_tokens": 2}).status_code == 200

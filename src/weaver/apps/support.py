@@ -9,7 +9,8 @@
 The question passes the safety policy first (PII redacted, blocklisted requests refused). The top-k
 passages (weaver.apps.retrieval) go into the prompt with their ids, and the reply (task support_reply,
 rendered by weaver.data.tasks.render_prompt) is asked to use only them and cite ids like [faq-1665].
-The reply lists as Sources the passages it cites, or all passages it was given when it cites none. When
+The reply lists as Sources only the passages it cites (`citations`); `passages` is what the model was
+given. A reply that cites none says so in its text and has `uncited` set, so an agent checks it first. When
 the retrieval confidence (top cosine similarity) is below `min_confidence` (default 0.3: on the test
 FAQ every paraphrased question scored >= 0.42 and every off-topic one <= 0.17) the app does not generate:
 it answers that a human colleague will take over. The reply passes the safety policy before it is shown.
@@ -31,6 +32,10 @@ HANDOVER = {
           "who will get back to you shortly.",
     "zh": "这个问题我无法确定正确答案，已为您转接人工客服，同事会尽快回复您。",
 }
+NO_CITATION = {
+    "en": "Sources: none cited. Check this reply against the knowledge base before sending it.",
+    "zh": "来源：未引用任何段落。发送前请对照知识库核实这条回复。",
+}
 INSTRUCTION = {
     "en": "You are a customer support agent. Answer the customer's message using only the knowledge-base "
           "passages below, and cite the ids of the passages you use in square brackets, like [{example}].",
@@ -48,11 +53,14 @@ class SupportReply:
     confidence: float = 0.0
     passages: list[Hit] = field(default_factory=list)
     safety: list[dict] = field(default_factory=list)
+    uncited: bool = False
+    """True when the model answered but cited none of the passages it was given."""
 
     def to_dict(self) -> dict:
         """JSON form (CLI --json and the HTTP API)."""
         return {
-            "reply": self.text, "citations": self.citations, "handed_over": self.handed_over,
+            "reply": self.text, "citations": self.citations, "uncited": self.uncited,
+            "handed_over": self.handed_over,
             "confidence": round(self.confidence, 4), "safety": self.safety,
             "passages": [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)}
                          for h in self.passages],
@@ -104,10 +112,12 @@ def answer(backend, index: Index, question: str, k: int = 3, min_confidence: flo
     out = policy.check_output(text, app="support")
     if out.blocked:
         return SupportReply(out.text, confidence=confidence, passages=hits, safety=[gate.to_dict(), out.to_dict()])
-    citations = cited or ids
-    sources = ("来源" if lang == "zh" else "Sources") + ": " + ", ".join(f"[{i}]" for i in citations)
-    return SupportReply(f"{out.text}\n\n{sources}", citations, False, confidence, hits,
-                        [gate.to_dict(), out.to_dict()])
+    if cited:
+        sources = ("来源" if lang == "zh" else "Sources") + ": " + ", ".join(f"[{i}]" for i in cited)
+    else:
+        sources = NO_CITATION[lang]
+    return SupportReply(f"{out.text}\n\n{sources}", cited, False, confidence, hits,
+                        [gate.to_dict(), out.to_dict()], uncited=not cited)
 
 
 def make_router(index_path: str, backend_factory, policy: SafetyPolicy | None = None):

@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(reply.text)
     label = "handed over to a human" if reply.handed_over else "retrieved"
-    print(f"\n[{label}; confidence {reply.confidence:.2f}; passages: {', '.join(h.id for h in reply.passages)}]")
+    cited = "" if reply.handed_over else f"; cited: {', '.join(reply.citations) or 'none'}"
+    print(f"\n[{label}; confidence {reply.confidence:.2f}; passages given: "
+          f"{', '.join(h.id for h in reply.passages)}{cited}]")
     return 0
