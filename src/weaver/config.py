@@ -105,7 +105,7 @@ class TrainConfig:
     """How the model is tuned."""
 
     method: str = "lora"
-    """lora | adalora | prefix | ia3 | freeze | full."""
+    """lora | adalora | prefix | ia3 | adapter (bottleneck adapters, Houlsby 2019) | freeze | full."""
     out_dir: str = "runs/run"
     """Run directory: config, metrics, checkpoints and the adapter are written here."""
     lora_r: int = 16
@@ -124,6 +124,10 @@ class TrainConfig:
     """For freeze: also train the LM head (tied embeddings are trained with it)."""
     num_virtual_tokens: int = 16
     """For prefix tuning: the number of virtual prefix tokens."""
+    adapter_size: int = 16
+    """For adapter: the bottleneck width (units between the down- and the up-projection of each adapter)."""
+    adapter_placement: str = "both"
+    """For adapter: after each adapted block's attention (attn), its MLP (mlp), or both."""
     optimizer: str = "adamw"
     """adamw | sgd."""
     lr: float = 3e-4
@@ -178,7 +182,8 @@ class TrainConfig:
     """Batch examples of similar length together to waste little on padding."""
 
     def __post_init__(self) -> None:
-        _choice("train.method", self.method, ("lora", "adalora", "prefix", "ia3", "freeze", "full"))
+        _choice("train.method", self.method, ("lora", "adalora", "prefix", "ia3", "adapter", "freeze", "full"))
+        _choice("train.adapter_placement", self.adapter_placement, ("both", "attn", "mlp"))
         _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
         _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
