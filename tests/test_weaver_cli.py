@@ -15,7 +15,7 @@ def _run(*args):
 def test_help_lists_every_verb_with_its_help_line():
     out = _run("--help")
     assert out.returncode == 0, out.stderr
-    assert len(VERBS) == 10
+    assert {"models", "generate", "data", "tune", "eval", "export", "serve", "runs"} <= set(VERBS)
     for verb, (_, help_text) in VERBS.items():
         assert f"    {verb}" in out.stdout, verb
         assert help_text[:40] in " ".join(out.stdout.split()), verb  # argparse may wrap the help line
