@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from weaver.config import DataConfig
-from weaver.data.readers import ReadResult, read_file
+from weaver.data.readers import TOKEN_CHUNK, ReadResult, read_file, token_count
 from weaver.data.records import Record, content_key, input_key, language_of
 from weaver.data.tasks import render_prompt
 
 PERCENTILES = (50, 90, 99)
+BATCH = 256
+"""Records tokenized together: the tokenizer's memory holds one batch, not the whole file."""
 
 
 def _percentiles(lengths: list[int]) -> dict[str, int | float]:
@@ -51,13 +53,21 @@ def record_stats(records: list[Record], data_cfg: DataConfig, tokenizer=None) ->
         "with_references": sum(1 for r in records if r.references),
     }
     if tokenizer is not None and records:
-        prompts = [render_prompt(tokenizer, r, data_cfg) for r in records]
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        output_ids = tokenizer([r.output for r in records], add_special_tokens=False)["input_ids"]
-        p_len, o_len = [len(x) for x in prompt_ids], [len(x) for x in output_ids]
+        p_len, o_len = [], []
+        for k in range(0, len(records), BATCH):
+            batch = records[k:k + BATCH]
+            p_len += token_lengths(tokenizer, [render_prompt(tokenizer, r, data_cfg) for r in batch])
+            o_len += token_lengths(tokenizer, [r.output for r in batch])
         stats["tokens"] = {"prompt": _percentiles(p_len), "output": _percentiles(o_len)}
         stats["over_max_seq_len"] = sum(1 for p, o in zip(p_len, o_len) if p + o + 1 > data_cfg.max_seq_len)
     return stats
+
+
+def token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    """Token counts of texts: short ones in one tokenizer call, long ones chunk by chunk (bounded memory)."""
+    short = [t for t in texts if len(t) <= TOKEN_CHUNK]
+    ids = iter(tokenizer(short, add_special_tokens=False)["input_ids"] if short else ())
+    return [len(next(ids)) if len(t) <= TOKEN_CHUNK else token_count(tokenizer, t)[0] for t in texts]
 
 
 def check_files(files: dict[str, str], data_cfg: DataConfig, tokenizer=None) -> dict[str, Any]:

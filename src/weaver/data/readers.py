@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weaver.data.formats import Problem, _type_name, iter_rows
-from weaver.data.records import Record
+from weaver.data.formats import iter_rows
+from weaver.data.records import Record, blank_reason, is_blank
+from weaver.data.rows import Problem
+from weaver.data.rows import type_name as _type_name
 from weaver.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assi
          "bot": "assistant", "system": "system"}
 MAX_LISTED = 10
 SKIP_HINT = "set --data.on_error skip to drop such records"
+TOKEN_CHUNK = 2**16
+"""Characters tokenized at once when counting a long text's tokens: bounds the tokenizer's memory."""
 
 
 class RecordProblem(Exception):
@@ -157,10 +161,35 @@ def _check_id(record: Record, row: dict, seen: dict[str, str]) -> None:
 def _check_length(record: Record, tokenizer, max_output_tokens: int | None) -> None:
     if tokenizer is None or not max_output_tokens:
         return
-    n = len(tokenizer(record.output, add_special_tokens=False)["input_ids"])
+    n, exact = token_count(tokenizer, record.output, stop_above=max_output_tokens)
     if n > max_output_tokens:
-        raise RecordProblem("output", f"is {n} tokens, over the limit of {max_output_tokens} "
-                            "(raise --data.max_output_tokens or shorten it)", "too_long")
+        raise RecordProblem("output", f"is {'' if exact else 'at least '}{n} tokens, over the limit of "
+                            f"{max_output_tokens} (raise --data.max_output_tokens or shorten it)", "too_long")
+
+
+def token_count(tokenizer, text: str, stop_above: int | None = None) -> tuple[int, bool]:
+    """The number of tokens in text, tokenizing TOKEN_CHUNK characters at a time so that a long text never
+    costs more memory than one chunk (cut before a space, so words are not split; exact but for a token or so
+    per chunk in text without spaces).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        text: the text.
+        stop_above: stop counting once the count passes this (the count is then a lower bound).
+    Returns:
+        (count, exact): exact is False when counting stopped early.
+    """
+    n, i = 0, 0
+    while i < len(text):
+        j = min(len(text), i + TOKEN_CHUNK)
+        if j < len(text):
+            cut = text.rfind(" ", i + TOKEN_CHUNK // 2, j)
+            j = cut if cut > i else j
+        n += len(tokenizer(text[i:j], add_special_tokens=False)["input_ids"])
+        i = j
+        if stop_above is not None and n > stop_above:
+            return n, i >= len(text)
+    return n, True
 
 
 def parse_row(row: dict[str, Any], where: str, columns: dict[str, str], default_id: str) -> Record:
@@ -201,15 +230,15 @@ def _text(row: dict, name: str, required: bool = False) -> str:
         return ""
     if not isinstance(value, str):
         raise RecordProblem(name, f"expected a string, got {_type_name(value)}", "type")
-    if required and not value.strip():
-        raise RecordProblem(name, "is empty", "empty")
+    if required and is_blank(value):
+        raise RecordProblem(name, blank_reason(value), "empty")
     return value
 
 
 def _parse_flat(row: dict) -> Record:
     output = _text(row, "output", required=True)
     instruction, text = _text(row, "instruction"), _text(row, "input")
-    if not instruction.strip() and not text.strip():
+    if is_blank(instruction) and is_blank(text):
         raise RecordProblem("input", "both instruction and input are empty: nothing to ask the model", "empty")
     system = _text(row, "system") or None
     return Record(id="", instruction=instruction, input=text, output=output, system=system,
@@ -261,10 +290,10 @@ def _parse_chat(row: dict, key: str) -> Record:
             raise RecordProblem(f"{key}[{i}]", f"expected a {'user' if i % 2 == 0 else 'assistant'} turn here, "
                                 f"got {role}", "turns")
     output = turns[-1][1]
-    if not output.strip():
-        raise RecordProblem(f"{key}[{len(turns) - 1}]", "the final assistant reply is empty", "empty")
-    if not turns[-2][1].strip():
-        raise RecordProblem(f"{key}[{len(turns) - 2}]", "the final user turn is empty", "empty")
+    if is_blank(output):
+        raise RecordProblem(f"{key}[{len(turns) - 1}]", f"the final assistant reply {blank_reason(output)}", "empty")
+    if is_blank(turns[-2][1]):
+        raise RecordProblem(f"{key}[{len(turns) - 2}]", f"the final user turn {blank_reason(turns[-2][1])}", "empty")
     history = [(turns[i][1], turns[i + 1][1]) for i in range(0, len(turns) - 2, 2)]
     return Record(id="", instruction="", input=turns[-2][1], output=output, system=system, history=history,
                   meta={"chat": True})
@@ -276,8 +305,8 @@ def _id(row: dict, default: str) -> str:
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RecordProblem("id", f"expected a string or integer, got {_type_name(value)}", "type")
-    if isinstance(value, str) and not value.strip():
-        raise RecordProblem("id", "is empty", "empty")
+    if isinstance(value, str) and is_blank(value):
+        raise RecordProblem("id", blank_reason(value), "empty")
     return str(value)
 
 

@@ -41,6 +41,27 @@ class Record:
 
 
 _SPACE = re.compile(r"\s+")
+_BLANK = re.compile(
+    "[\\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]*"
+)
+"""Characters that show nothing: whitespace, control characters, Unicode's default-ignorable code points
+(zero-width space and joiners, bidi marks, soft hyphen, variation selectors, tags) and blank fillers
+(Hangul fillers, the blank Braille pattern)."""
+
+
+def is_blank(text: str) -> bool:
+    """True when text shows nothing: empty, or only whitespace and invisible characters such as U+200B."""
+    return _BLANK.fullmatch(text) is not None
+
+
+def blank_reason(text: str) -> str:
+    """"is empty", naming the invisible character when text is not plain whitespace (e.g. U+200B)."""
+    rest = text.strip()
+    if not rest:
+        return "is empty"
+    return f"is empty (it holds only invisible characters, such as U+{ord(rest[0]):04X})"
 
 
 def normalize_text(text: str) -> str:
@@ -73,11 +94,11 @@ def fingerprint(records: list[Record]) -> str:
 
 def cjk_share(text: str) -> float:
     """Fraction of letters in text that are CJK ideographs (0.0 for text without letters)."""
-    letters = [c for c in text if c.isalpha()]
+    letters = sum(map(str.isalpha, text))  # counted, not listed: a long text costs no extra memory
     if not letters:
         return 0.0
-    cjk = sum(1 for c in letters if "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff")
-    return cjk / len(letters)
+    cjk = sum(1 for c in text if ("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff") and c.isalpha())
+    return cjk / letters
 
 
 def language_of(text: str) -> str:
