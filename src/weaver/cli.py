@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "newsroom": ("weaver.apps.newsroom_cli", "summaries, headlines and a digest for a batch of articles"),
     "adcopy": ("weaver.apps.adcopy_cli", "several ranked ad copy candidates for a product"),
     "support": ("weaver.apps.support_cli", "customer-support replies grounded in a knowledge base"),
+    "feedback": ("weaver.apps.feedback_cli", "export the writers' choices as training data; count them"),
     "sweep": ("weaver.tuning.sweep_cli", "search hyper-parameters over tuning runs (Optuna; resumes after a kill)"),
     "runs": ("weaver.tuning.registry_cli", "list the runs under a folder, or compare runs side by side"),
 }
