@@ -41,6 +41,17 @@ ROWS = [
      lambda f: f"{f['health_checks']}, {f['health_max_s']}"),
     ("Endpoints requiring the key / hostile model paths refused", "security",
      lambda f: f"{f.get('endpoints_requiring_key', '-')} / {f.get('hostile_model_paths_refused', '-')}"),
+    ("Hostile prompts (1 MB single word; one at the length bound) / 5xx / slowest /health (s)", "hostile_prompt",
+     lambda f: f"{f['requests']} / {f['server_errors_5xx']} / {f['health_max_s']} ({f['health_probes']} probes)"),
+    ("One request of 64 prompts x n=8 at --max-batch 4: batches / most rows in one batch", "max_batch",
+     lambda f: f"{f['batches']} / {f['max_rows_per_batch']}"),
+    ("Numeric extremes (5e-324 temperatures, int64 seeds ...) sent / 5xx", "numeric_extremes",
+     lambda f: f"{f['requests']} (status {f['status_counts']}) / {f['server_errors_5xx']}"),
+    ("Hung-up clients: generation stopped after (s)", "disconnect",
+     lambda f: ", ".join(f"{k} {v}" for k, v in f["stopped_after_s"].items())),
+    ("Half-sent requests closed with 408 / longest held (s)", "read_timeout",
+     lambda f: f"{f['half_sent_requests']} / {f['longest_held_s']} (--read-timeout {f['read_timeout_s']:g})"),
+    ("Unsupported OpenAI fields asked for: answered 400", "unsupported_fields", lambda f: f"{f['requests']}"),
 ]
 
 

@@ -50,13 +50,14 @@ def live_server(settings, backend=None, wait_ready: bool = True):
     import uvicorn
 
     from weaver.serve.app import create_app
+    from weaver.serve.protocol import uvicorn_options
 
     threads = torch.get_num_threads()
     app = create_app(settings, backend)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings), timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

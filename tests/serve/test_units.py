@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -63,3 +64,75 @@ def test_adapter_flags_and_settings_limits():
     with pytest.raises(ConfigError, match="--api-key"):
         ServeSettings(api_key=" ")
     assert ServeSettings().host == "127.0.0.1" and ServeSettings().cors_origins == []
+
+
+class _CountingBackend:
+    """A backend that records each batch's size and finishes every row at once (raises when told to)."""
+
+    def __init__(self, fail: bool = False):
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def generate(self, rows, params, adapter):
+        self.batches.append(len(rows))
+        if self.fail:
+            raise RuntimeError("out of memory")
+        for row in rows:
+            row.text, row.finish_reason = "x", "stop"
+
+
+def _run_jobs(backend, sizes: list[int], max_batch: int = 4, cancelled: tuple[int, ...] = ()):
+    """Queue jobs of these row counts (those in `cancelled` already hung up), run them; (jobs, on_done calls)."""
+    from weaver.serve.backend import BatchParams
+    from weaver.serve.scheduler import Job, Scheduler
+
+    scheduler = Scheduler(backend, max_batch=max_batch, max_queue=8, wait_s=0)
+    done: list = []
+    jobs = []
+    for i, size in enumerate(sizes):
+        cancel = threading.Event()
+        if i in cancelled:
+            cancel.set()
+        jobs.append(Job([Row([1], 4, cancel=cancel) for _ in range(size)], None, BatchParams(), on_done=done.append))
+        scheduler.submit(jobs[-1])
+    scheduler.start()
+    deadline = time.monotonic() + 10
+    while len(done) < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # a second on_done call would land now
+    scheduler.stop()
+    return jobs, done, scheduler.stats
+
+
+def test_scheduler_runs_a_large_job_in_parts_and_others_between_them():
+    backend = _CountingBackend()
+    jobs, done, stats = _run_jobs(backend, [10, 1, 3])
+    assert backend.batches == [4, 4, 4, 2] and stats["max_batch_rows"] == 4  # never more than max_batch rows
+    assert done.count(jobs[0]) == done.count(jobs[1]) == done.count(jobs[2]) == 1
+    assert done.index(jobs[1]) < done.index(jobs[0])  # the small job did not wait for all of the large one
+    assert all(r.finish_reason == "stop" for job in jobs for r in job.rows)
+
+
+def test_a_failed_part_ends_the_whole_job_once():
+    backend = _CountingBackend(fail=True)
+    jobs, done, _ = _run_jobs(backend, [10])
+    assert backend.batches == [4]  # the rest of the job is not run after its first part failed
+    assert done == [jobs[0]] and "out of memory" in jobs[0].error
+    assert {r.finish_reason for r in jobs[0].rows} == {"error"}
+
+
+def test_a_queued_job_whose_client_hung_up_never_runs():
+    backend = _CountingBackend()
+    jobs, done, stats = _run_jobs(backend, [2, 6, 1], cancelled=(1,))
+    assert backend.batches == [3] and done.count(jobs[1]) == 1
+    assert {r.finish_reason for r in jobs[1].rows} == {"cancelled"} and stats["cancelled_rows"] == 6
+
+
+def test_tiny_temperatures_decode_greedily():
+    from weaver.generate.engine import GREEDY_BELOW, SamplingParams
+    from weaver.serve.backend import BatchParams
+
+    for t in (5e-324, 1e-300, 1e-45, GREEDY_BELOW / 2):
+        assert BatchParams(temperature=t).temperature == 0.0 == SamplingParams(temperature=t).temperature
+    assert BatchParams(temperature=GREEDY_BELOW).temperature == GREEDY_BELOW
+    assert SamplingParams(temperature=0.7).temperature == 0.7

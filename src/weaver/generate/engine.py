@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 
 import torch
 
+GREEDY_BELOW = 1e-5
+"""Temperatures below this decode greedily, as vLLM does: logits divided by a tiny temperature (1e-45, 5e-324)
+overflow to inf and sampling fails, while any temperature this small already picks the most likely token."""
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature to decode with: 0.0 (greedy) below GREEDY_BELOW, else unchanged."""
+    return 0.0 if temperature < GREEDY_BELOW else temperature
+
 
 @dataclass
 class SamplingParams:
-    """Decoding settings for one request."""
+    """Decoding settings for one request (a temperature below GREEDY_BELOW becomes 0.0: greedy)."""
 
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -32,6 +41,9 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     n: int = 1
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.temperature = effective_temperature(self.temperature)
 
 
 @dataclass

@@ -7,7 +7,9 @@
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, POST /v1/weaver/{task},
 GET /v1/weaver/tasks, GET /health (503 while the model loads, then 200 with batching counters), and the
 page at /. The model loads in a background thread at startup; requests go through the batching
-scheduler (scheduler.py), so generation never blocks the event loop.
+scheduler (scheduler.py), so generation never blocks the event loop, and the rest of a request's CPU work
+(the safety policy, rendering, tokenizing) runs in a worker thread. A request text too long to fit the
+context window whatever its tokens (`ServerState.max_text_chars`) is refused before any of that work.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +37,7 @@ from weaver.serve.errors import (
     APIError,
     BodyLimitMiddleware,
     check_api_key,
+    check_unicode,
     install_error_handlers,
     key_dependency,
 )
@@ -43,6 +48,8 @@ from weaver.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+PREP_THREADS = 2
+"""Requests prepared (safety policy, rendering, tokenizing) in parallel; more wait their turn."""
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -57,6 +64,10 @@ class ServerState:
         self.status = "loading"
         self.error: str | None = None
         self.policy = server_policy(settings)
+        self.max_text_chars = 0
+        """Longest request text that could fit the context window: window x the longest token's characters."""
+        self.prep_limiter: anyio.CapacityLimiter | None = None
+        """Worker threads preparing requests (safety policy, rendering, tokenizing) at once; made on first use."""
 
     def load(self) -> None:
         """Load the model (runs in a background thread), then start the scheduler."""
@@ -72,6 +83,10 @@ class ServerState:
             self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
             log.exception("model failed to load")
             return
+        # A token stands for at most as many characters as its vocabulary entry has (byte-level BPE writes one
+        # character per byte, SentencePiece one per character), so a text longer than this cannot fit.
+        longest_token = max(map(len, self.backend.tokenizer.get_vocab()), default=1)
+        self.max_text_chars = self.backend.context_window * max(1, longest_token)
         self.scheduler.start()
         self.status = "ready"
 
@@ -92,7 +107,22 @@ class ServerState:
         return model_id, ids[model_id]
 
 
-def _encode_all(state: ServerState, prompts: list[str]) -> list[list[int]]:
+def _request_text(state: ServerState, text: str, param: str) -> str:
+    """A text of the request as the model will see it: refused at once when it cannot fit the context window
+    (before the safety policy and the tokenizer spend time on it), then checked by the safety policy."""
+    if len(text) > state.max_text_chars:
+        raise APIError(400, f"{param} has {len(text)} characters: more than the model's context window of "
+                            f"{state.backend.context_window} tokens can hold (at most {state.max_text_chars} "
+                            "characters); shorten it", param=param, code="context_length_exceeded")
+    return gate_prompt(state.policy, text, param)
+
+
+def _encode_all(state: ServerState, build_prompts: Callable[[], list[str]]) -> list[list[int]]:
+    """Build the request's prompts (safety policy, rendering) and tokenize them; runs in a worker thread."""
+    prompts = build_prompts()
+    check_unicode(prompts)
+    if state.settings.log_prompts:
+        log.info("prompts: %r", prompts)
     tok = state.backend.tokenizer
     return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
@@ -115,24 +145,19 @@ def _max_tokens(state: ServerState, body: SamplingRequest, lengths: list[int], d
     return min(default, window - longest)
 
 
-async def _run(state: ServerState, request: Request, body: SamplingRequest, prompts: list[str], kind: str,
-               default_max: int, requested_max: int | None, default_temperature: float, stop: list[str]):
-    """Queue one request's rows (prompts x n) and answer it, streamed or whole."""
+async def _run(state: ServerState, request: Request, body: SamplingRequest, build_prompts: Callable[[], list[str]],
+               kind: str, default_max: int, requested_max: int | None, default_temperature: float, stop: list[str]):
+    """Build and queue one request's rows (prompts x n) and answer it, streamed or whole.
+
+    build_prompts (the safety policy and rendering) runs in a worker thread with the tokenizer."""
     s = state.settings
     model_id, adapter = state.adapter_for(body.model)
     if body.n > s.max_n:
         raise APIError(400, f"n is {body.n}, more than this server's limit of {s.max_n}", param="n")
-    try:  # JSON may carry a lone \ud800 escape: Python accepts it, the tokenizer would fail (a 500)
-        for text in (*prompts, *stop):
-            text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise APIError(400, "the request holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
-                            "valid Unicode; send well-formed text", code="invalid_unicode") from None
-    if body.stream and len(prompts) > 1:
-        raise APIError(400, "streaming supports one prompt per request", param="prompt")
-    if s.log_prompts:
-        log.info("prompts for %s: %r", model_id, prompts)
-    ids = await run_in_threadpool(_encode_all, state, prompts)
+    check_unicode(stop)
+    # Few threads at a time: CPU-bound Python holds the GIL, and the event loop (/health, streams) needs it too.
+    state.prep_limiter = state.prep_limiter or anyio.CapacityLimiter(PREP_THREADS)
+    ids = await anyio.to_thread.run_sync(_encode_all, state, build_prompts, limiter=state.prep_limiter)
     max_tokens = _max_tokens(state, body, [len(x) for x in ids], default_max, requested_max)
     temperature = default_temperature if body.temperature is None else body.temperature
     params = BatchParams(temperature, body.top_p, body.repetition_penalty or s.repetition_penalty, body.seed)
@@ -173,19 +198,32 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, prom
 
 
 async def _wait(request: Request, events: asyncio.Queue, cancel: threading.Event, deadline: float) -> None:
-    """Wait for the job's done event; a disconnected client cancels its generation."""
-    while True:
-        try:
-            event = await asyncio.wait_for(events.get(), timeout=1.0)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                cancel.set()
-            if time.monotonic() > deadline + 30:  # the scheduler never picked it up: give up
-                cancel.set()
-                raise APIError(504, "the request timed out waiting for the model", code="timeout") from None
-            continue
-        if event[0] == "done":
-            return
+    """Wait for the job's done event; a client that hangs up cancels its generation at once."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                if time.monotonic() > deadline + 30:  # the scheduler never picked it up: give up
+                    cancel.set()
+                    raise APIError(504, "the request timed out waiting for the model", code="timeout") from None
+                continue
+            if event[0] == "done":
+                return
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set `cancel` when the client disconnects. The body has been read, so the next ASGI message the server
+    sends is http.disconnect (streamed responses get the same from Starlette's StreamingResponse)."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - a receive that fails means the connection is gone too
+        pass
+    cancel.set()
 
 
 def _raise_job_error(job: Job, s: ServerState | ServeSettings) -> None:
@@ -209,11 +247,14 @@ def _build_router(state: ServerState) -> APIRouter:
         from weaver.data.chat import render_messages
 
         state.require_ready()
-        messages = [{"role": "system" if m.role == "developer" else m.role,
-                     "content": gate_prompt(state.policy, m.text(), "messages")} for m in body.messages]
-        prompt = render_messages(state.backend.tokenizer, messages, add_generation_prompt=True)
+
+        def prompts() -> list[str]:
+            messages = [{"role": "system" if m.role == "developer" else m.role,
+                         "content": _request_text(state, m.text(), "messages")} for m in body.messages]
+            return [render_messages(state.backend.tokenizer, messages, add_generation_prompt=True)]
+
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        return await _run(state, request, body, [prompt], "chat", state.settings.default_max_tokens, requested,
+        return await _run(state, request, body, prompts, "chat", state.settings.default_max_tokens, requested,
                           1.0, body.stop_list())
 
     @v1.post("/completions")
@@ -221,9 +262,10 @@ def _build_router(state: ServerState) -> APIRouter:
         state.require_ready()
         if any(not p for p in body.prompts()):
             raise APIError(400, "prompt is empty", param="prompt")
-        prompts = [gate_prompt(state.policy, p, "prompt") for p in body.prompts()]
-        return await _run(state, request, body, prompts, "text", state.settings.default_max_tokens,
-                          body.max_tokens, 1.0, body.stop_list())
+        if body.stream and len(body.prompts()) > 1:
+            raise APIError(400, "streaming supports one prompt per request", param="prompt")
+        return await _run(state, request, body, lambda: [_request_text(state, p, "prompt") for p in body.prompts()],
+                          "text", state.settings.default_max_tokens, body.max_tokens, 1.0, body.stop_list())
 
     @v1.get("/weaver/tasks")
     def tasks():
@@ -240,11 +282,14 @@ def _build_router(state: ServerState) -> APIRouter:
             raise APIError(404, f"unknown task {task!r}; tasks: {', '.join(TASKS)}", param="task",
                            code="task_not_found")
         model_id, _ = state.adapter_for(body.model)
-        fields = {k: gate_prompt(state.policy, v, k) if isinstance(v, str) else v for k, v in body.fields().items()}
-        prompt = _task_prompt(state, task, model_id, body, fields)
+
+        def prompts() -> list[str]:
+            fields = {k: _request_text(state, v, k) if isinstance(v, str) else v for k, v in body.fields().items()}
+            return [_task_prompt(state, task, model_id, body, fields)]
+
         default_t = 0.0 if body.n == 1 else 0.8
         stop = body.stop_list() or list(TASKS[task].stop)
-        return await _run(state, request, body, [prompt], "chat", TASKS[task].max_new_tokens, body.max_tokens,
+        return await _run(state, request, body, prompts, "chat", TASKS[task].max_new_tokens, body.max_tokens,
                           default_t, stop)
 
     return v1
@@ -316,14 +361,14 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     if settings.support_index:  # before /v1/weaver/{task}, which would otherwise take "support" as a task
         app.include_router(_support_router(state))
     app.include_router(apps_router(state))
     app.include_router(_build_router(state))
 
     @app.get("/health")
-    def health():
+    async def health():  # on the event loop, not in the worker threads a flood of requests may keep busy
         body = {"status": state.status, "queued": state.scheduler.queued, "batching": dict(state.scheduler.stats)}
         if state.status == "ready":
             body["models"] = list(state.backend.model_ids)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from weaver.config import DataConfig
 from weaver.errors import ConfigError
+from weaver.generate.engine import effective_temperature
 from weaver.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchParams:
-    """Decoding settings shared by every row of a batch (requests are grouped by them)."""
+    """Decoding settings shared by every row of a batch (requests are grouped by them).
+
+    A temperature below weaver.generate.engine.GREEDY_BELOW becomes 0.0 (greedy), for every backend."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "temperature", effective_temperature(self.temperature))
 
 
 class RowDecoder:

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="most waiting requests before answering 429")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (queue + generation)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
+    p.add_argument("--read-timeout", type=float, default=20.0,
+                   help="seconds a client has to send a request's headers, and again its body (408 beyond)")
     p.add_argument("--backend", default="transformers", help="model execution backend")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -64,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     from weaver.serve.app import create_app
     from weaver.serve.backend import make_backend
+    from weaver.serve.protocol import uvicorn_options
     from weaver.serve.settings import ServeSettings
 
     settings = ServeSettings(
         model=args.model, adapters=parse_adapters(args.adapter), host=args.host, port=args.port,
         api_key=args.api_key, backend=args.backend, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
         max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_body_bytes=args.max_body_bytes,
+        read_timeout_s=args.read_timeout,
         cors_origins=list(args.cors_origin), log_prompts=args.log_prompts, safety=not args.no_safety,
         safety_policy=args.safety_policy, support_index=args.support_index,
     )
@@ -78,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
     if args.log_prompts:
         logging.getLogger("weaver.serve").setLevel(logging.INFO)
     print(f"serving {', '.join(backend.model_ids)} on http://{settings.host}:{settings.port}/ (loading the model...)")
-    uvicorn.run(create_app(settings, backend), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(create_app(settings, backend), **uvicorn_options(settings))
     return 0

@@ -2,15 +2,18 @@
 
 Every error the server answers has the body `{"error": {"message", "type", "param", "code"}}`:
 400 invalid values (FastAPI's 422 validation errors are answered as 400), 401 missing or wrong key,
-404 unknown model or path, 413 body too large, 429 queue full, 503 loading, 504 timed out.
+404 unknown model or path, 408 body not received in time, 413 body too large, 429 queue full, 503 loading,
+504 timed out.
 A 500 means a bug in Weaver, never a client's mistake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +23,8 @@ from starlette.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+          405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error",
           503: "server_error", 504: "timeout_error"}
 
 
@@ -28,8 +32,8 @@ class APIError(HTTPException):
     """An error answered to the client in OpenAI's envelope."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str | None = None):
-        super().__init__(status_code=status, detail=message)
+                 type_: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.message = message
         self.param = param
         self.code = code
@@ -44,18 +48,20 @@ def envelope(status: int, message: str, param: str | None = None, code: str | No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+    """(message, param, code) of the first validation error."""
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if err.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
+        return "the request body is not valid JSON", None, "invalid_value"
     if err.get("type") == "missing":
         if param is None:
-            return "the request needs a JSON body", None
-        return f"missing required parameter {param!r}", param
-    return (f"{param}: {msg}" if param else msg), param
+            return "the request needs a JSON body", None, "invalid_value"
+        return f"missing required parameter {param!r}", param, "invalid_value"
+    code = "unsupported_parameter" if err.get("type") == "unsupported_parameter" else "invalid_value"
+    return (f"{param}: {msg}" if param else msg), param, code
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -63,8 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        message, param = _validation_message(exc)
-        return envelope(400, message, param=param, code="invalid_value")
+        message, param, code = _validation_message(exc)
+        return envelope(400, message, param=param, code=code)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
@@ -83,12 +89,18 @@ def install_error_handlers(app: FastAPI) -> None:
                         type_="server_error", code="internal_error")
 
 
-class BodyLimitMiddleware:
-    """Reject request bodies over `limit` bytes with 413, by Content-Length or while streaming in."""
+CLOSE = {"Connection": "close"}
 
-    def __init__(self, app, limit: int):
+
+class BodyLimitMiddleware:
+    """Reject request bodies over `limit` bytes with 413, by Content-Length or while streaming in, and bodies
+    that take longer than `read_timeout_s` to arrive with 408 (the headers' deadline is weaver.serve.protocol's).
+    """
+
+    def __init__(self, app, limit: int, read_timeout_s: float = 20.0):
         self.app = app
         self.limit = limit
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -98,15 +110,24 @@ class BodyLimitMiddleware:
         message = f"request body is larger than the server's limit of {self.limit} bytes"
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._reject(send, message)
-        seen = 0
+        seen, complete = 0, False
+        deadline = time.monotonic() + self.read_timeout_s
 
         async def limited_receive():
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body: only http.disconnect is left to wait for, as long as it takes
+                return await receive()
+            # Both refusals close the connection: the rest of the body will not be read, so it cannot be reused.
+            try:
+                msg = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise APIError(408, f"the request body did not arrive within {self.read_timeout_s:g} s (weaver "
+                                    "serve --read-timeout)", code="request_timeout", headers=CLOSE) from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise APIError(413, message, code="request_too_large")
+                    raise APIError(413, message, code="request_too_large", headers=CLOSE)
+            complete = msg["type"] != "http.request" or not msg.get("more_body", False)
             return msg
 
         await self.app(scope, limited_receive, send)
@@ -119,6 +140,17 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def check_unicode(texts) -> None:
+    """400 invalid_unicode when a text holds a lone surrogate: JSON's \\ud800 escape is valid to Python's parser,
+    but the tokenizer would fail on it (a 500)."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError(400, "the request holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+                            "valid Unicode; send well-formed text", code="invalid_unicode") from None
 
 
 def check_api_key(request: Request, api_key: str | None) -> None:

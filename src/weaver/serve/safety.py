@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 from weaver.apps.safety import PII_KINDS, SafetyPolicy, load_policy
 from weaver.serve import openai_format as fmt
-from weaver.serve.errors import APIError
+from weaver.serve.errors import APIError, check_unicode
 from weaver.serve.scheduler import Job
 from weaver.serve.settings import ServeSettings
 
@@ -54,11 +54,7 @@ def gate_prompt(policy: SafetyPolicy | None, text: str, param: str) -> str:
     """
     if policy is None:
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise APIError(400, "the request holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
-                            "valid Unicode; send well-formed text", code="invalid_unicode") from None
+    check_unicode([text])
     decision = policy.check_prompt(text, app="api")
     if decision.blocked:
         raise APIError(400, decision.text, param=param, code="content_policy_violation")

@@ -9,8 +9,12 @@
 The scheduler thread takes the oldest waiting job, waits up to `wait_s` for more to arrive, then runs
 every waiting job with the same adapter and decoding settings (`Job.key`) together, up to `max_batch`
 rows (a job with n candidates is n rows), as one `backend.generate` call. Jobs of other adapters or
-settings wait for the next round, oldest first. Generation never runs on the server's event loop.
-`stats` counts batches and the largest batch seen, so batching is observable (GET /health).
+settings wait for the next round, oldest first. A job with more rows than `max_batch` (64 prompts x n=8)
+runs in parts of at most `max_batch` rows (filling what room a batch has): after each part it goes to the
+back of the queue, so the rows generated together never exceed `max_batch` and other requests are served
+between its parts. Jobs whose rows are all cancelled (their client hung up) leave the queue at the next
+round without running. Generation never runs on the server's event loop. `stats` counts batches and the
+largest batch seen, so batching is observable (GET /health).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class Job:
     error: str | None = None
     """Set when the backend failed on this job's batch (a server fault, reported as 500)."""
     submitted: float = field(default_factory=time.monotonic)
+    started: int = 0
+    """How many of `rows` have been handed to a batch (the scheduler runs a large job in parts)."""
 
     @property
     def key(self) -> tuple:
@@ -81,8 +87,10 @@ class Scheduler:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        while self._waiting:
-            self._finish([self._waiting.popleft()], "cancelled")
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting:
+            self._finish_rest(job, "cancelled")
 
     def submit(self, job: Job) -> None:
         """Queue a job.
@@ -99,29 +107,43 @@ class Scheduler:
             self._cond.notify_all()
 
     def _waiting_rows(self) -> int:
-        return sum(len(j.rows) for j in self._waiting)
+        return sum(len(j.rows) - j.started for j in self._waiting)
 
-    def _next_batch(self) -> list[Job]:
-        with self._cond:
-            while not self._waiting and not self._stopped:
-                self._cond.wait()
-            deadline = time.monotonic() + self.wait_s
-            while not self._stopped and self._waiting_rows() < self.max_batch and time.monotonic() < deadline:
-                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
-            if self._stopped:
-                return []
-            key = self._waiting[0].key
-            batch, rows, rest = [], 0, deque()
-            while self._waiting:
-                job = self._waiting.popleft()
-                fits = not batch or rows + len(job.rows) <= self.max_batch
-                if job.key == key and fits:
-                    batch.append(job)
-                    rows += len(job.rows)
-                else:
-                    rest.append(job)
-            self._waiting = rest
-            return batch
+    def _next_batch(self) -> list[tuple[Job, list[Row]]]:
+        """The next batch as (job, rows) parts: the oldest job's key, at most max_batch rows in all."""
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopped:
+                    self._cond.wait()
+                deadline = time.monotonic() + self.wait_s
+                while not self._stopped and self._waiting_rows() < self.max_batch and time.monotonic() < deadline:
+                    self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+                if self._stopped:
+                    return []
+                gone = [j for j in self._waiting if all(r.cancel.is_set() for r in j.rows[j.started :])]
+                for job in gone:
+                    self._waiting.remove(job)
+                batch, room, rest, again = [], self.max_batch, deque(), []
+                key = self._waiting[0].key if self._waiting else None
+                for job in self._waiting:
+                    left = len(job.rows) - job.started
+                    # A job joins when it fits whole, or is the first, or could never fit whole anyway (more rows
+                    # than max_batch): those run in parts. Others wait for a batch they fit, so they run in one.
+                    if job.key == key and room and (not batch or left <= room or left > self.max_batch):
+                        rows = job.rows[job.started : job.started + room]
+                        job.started += len(rows)
+                        room -= len(rows)
+                        batch.append((job, rows))
+                        if job.started < len(job.rows):
+                            again.append(job)  # the rest of a large job waits behind everyone else
+                    else:
+                        rest.append(job)
+                rest.extend(again)
+                self._waiting = rest
+            for job in gone:
+                self._finish_rest(job, "cancelled")
+            if batch:
+                return batch
 
     def _loop(self) -> None:
         while True:
@@ -130,26 +152,31 @@ class Scheduler:
                 return
             now = time.monotonic()
             live = []
-            for job in batch:
-                if all(r.cancel.is_set() for r in job.rows):
-                    self._finish([job], "cancelled")
-                elif all(now > r.deadline for r in job.rows):
-                    self._finish([job], "timeout")
+            for job, rows in batch:
+                if all(r.cancel.is_set() for r in rows):
+                    self._finish(job, rows, "cancelled")
+                elif all(now > r.deadline for r in rows):
+                    self._finish(job, rows, "timeout")
                 else:
-                    live.append(job)
+                    live.append((job, rows))
             if live:
                 self._run(live)
 
-    def _run(self, jobs: list[Job]) -> None:
-        rows = [r for j in jobs for r in j.rows]
+    def _run(self, parts: list[tuple[Job, list[Row]]]) -> None:
+        rows = [r for _, part in parts for r in part]
+        job = parts[0][0]
         t0 = time.perf_counter()
         try:
-            self.backend.generate(rows, jobs[0].params, jobs[0].adapter)
+            self.backend.generate(rows, job.params, job.adapter)
         except Exception as exc:  # noqa: BLE001 - a backend fault fails this batch's requests, not the server
             log.exception("generation failed for a batch of %d rows", len(rows))
-            for job in jobs:
+            for job, part in parts:
                 job.error = f"generation failed: {type(exc).__name__}: {exc}"
-            self._finish(jobs, "error")
+                with self._cond:  # a failed request ends now, not after the rest of its rows has run
+                    if job in self._waiting:
+                        self._waiting.remove(job)
+                rest, job.started = job.rows[job.started :], len(job.rows)
+                self._finish(job, part + rest, "error")
             return
         finally:
             self.stats["busy_s"] += time.perf_counter() - t0
@@ -157,17 +184,24 @@ class Scheduler:
         self.stats["rows"] += len(rows)
         self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))
         self.stats["tokens"] += sum(r.completion_tokens for r in rows)
+        for job, part in parts:
+            self._finish(job, part, None)
+
+    def _finish_rest(self, job: Job, reason: str) -> None:
+        """End the rows of a job (no longer queued) that never reached a batch."""
+        rows, job.started = job.rows[job.started :], len(job.rows)
+        self._finish(job, rows, reason)
+
+    def _finish(self, job: Job, rows: list[Row], reason: str | None) -> None:
+        """Mark rows finished (reason for those the backend did not finish); on_done once the whole job is."""
+        for row in rows:
+            if row.finish_reason is None:
+                row.finish_reason = reason or "length"
         self.stats["cancelled_rows"] += sum(r.finish_reason == "cancelled" for r in rows)
         self.stats["timed_out_rows"] += sum(r.finish_reason == "timeout" for r in rows)
-        self._finish(jobs, None)
-
-    @staticmethod
-    def _finish(jobs: list[Job], reason: str | None) -> None:
-        for job in jobs:
-            for row in job.rows:
-                if row.finish_reason is None:
-                    row.finish_reason = reason or "length"
-            try:
-                job.on_done(job)
-            except Exception:  # noqa: BLE001 - a client-side callback must not kill the scheduler
-                log.exception("on_done callback failed")
+        if job.started < len(job.rows) or any(r.finish_reason is None for r in job.rows):
+            return
+        try:
+            job.on_done(job)
+        except Exception:  # noqa: BLE001 - a client-side callback must not kill the scheduler
+            log.exception("on_done callback failed")

@@ -1,7 +1,9 @@
 """Request bodies of the API as pydantic models: the request limits live here, as schema constraints.
 
 A body that fails these checks is answered with 400 in OpenAI's error envelope (see errors.py), naming
-the offending parameter. Unknown OpenAI parameters are ignored, as most OpenAI-compatible servers do.
+the offending parameter. Unknown OpenAI parameters are ignored, as most OpenAI-compatible servers do,
+except those that would change what the client gets back (`logprobs`, `top_logprobs`, `echo`, `suffix`,
+`best_of`): asking for them is a 400 with code `unsupported_parameter`, never a reply without them.
 """
 
 from __future__ import annotations
@@ -9,8 +11,16 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 MAX_TOKENS_LIMIT = 1_000_000  # the real bound is the model's context window, checked per request
+UNSUPPORTED = {  # OpenAI parameter -> (the value that asks for nothing, what the server does not do)
+    "logprobs": (False, "replies carry no token log-probabilities"),
+    "top_logprobs": (0, "replies carry no token log-probabilities"),
+    "echo": (False, "the prompt is not echoed"),
+    "suffix": ("", "no text is inserted before a suffix"),
+    "best_of": (1, "candidates are not ranked server-side: ask for n and rank them yourself"),
+}
 
 
 class StreamOptions(BaseModel):
@@ -32,6 +42,20 @@ class SamplingRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
+    logprobs: bool | int | None = Field(None, description="Not supported: only null or false.")
+    top_logprobs: int | None = Field(None, description="Not supported: only null or 0.")
+    echo: bool | None = Field(None, description="Not supported: only null or false.")
+    suffix: str | None = Field(None, description="Not supported: only null or empty.")
+    best_of: int | None = Field(None, description="Not supported: only null or 1.")
+
+    @field_validator("logprobs", "top_logprobs", "echo", "suffix", "best_of")
+    @classmethod
+    def _unsupported(cls, value, info):
+        harmless, why = UNSUPPORTED[info.field_name]
+        if value is None or (type(value) is type(harmless) and value == harmless):
+            return None
+        raise PydanticCustomError("unsupported_parameter", "{name} is not supported by this server ({why}); leave "
+                                  "it out", {"name": info.field_name, "why": why})
 
     @field_validator("stop")
     @classmethod

@@ -41,6 +41,9 @@ class ServeSettings:
     """A request (queueing + generation) is cut off after this many seconds."""
     max_body_bytes: int = 1_000_000
     """Largest accepted request body; bigger bodies get 413."""
+    read_timeout_s: float = 20.0
+    """Seconds a client has to send a request's headers, and again its body; a slower one gets 408 and its
+    connection is closed (a half-sent request never holds a connection open)."""
     max_n: int = 8
     """Largest `n` (candidates per prompt) a request may ask for."""
     default_max_tokens: int = 256
@@ -67,6 +70,8 @@ class ServeSettings:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}")
         if self.request_timeout_s <= 0:
             raise ConfigError(f"--request-timeout must be positive, got {self.request_timeout_s}")
+        if not self.read_timeout_s > 0:
+            raise ConfigError(f"--read-timeout must be positive, got {self.read_timeout_s}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.api_key is not None and not self.api_key.strip():
