@@ -18,26 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from serve.conftest import live_server
+from serve.conftest import batching_stats, live_server, wait_for
 
 from weaver.serve.backend import TransformersBackend
 from weaver.serve.settings import ServeSettings
 
 COMPLETIONS, CHAT, TASK = "/v1/completions", "/v1/chat/completions", "/v1/weaver/headline"
 MAX_BATCH = 4
-
-
-def _stats(url: str) -> dict:
-    return httpx.get(url + "/health", timeout=30).json()["batching"]
-
-
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +103,7 @@ def test_max_batch_bounds_one_large_request(api, figures):
     big = {"prompt": prompts, "n": 8, "max_tokens": 2, "temperature": 0, "repetition_penalty": 1.0}
     small = {"prompt": "Story 3: the", "max_tokens": 2, "temperature": 0, "repetition_penalty": 1.0}
     alone = httpx.post(api + COMPLETIONS, json=small, timeout=60).json()["choices"][0]["text"]
-    before = _stats(api)
+    before = batching_stats(api)
     done: dict[str, float] = {}
     result: dict[str, httpx.Response] = {}
 
@@ -126,11 +113,11 @@ def test_max_batch_bounds_one_large_request(api, figures):
 
     thread = threading.Thread(target=send_big)
     thread.start()
-    assert _wait_for(lambda: _stats(api)["batches"] > before["batches"] + 2, 60)  # the big request is running
+    assert wait_for(lambda: batching_stats(api)["batches"] > before["batches"] + 2, 60)  # the big request is running
     result["small"] = httpx.post(api + COMPLETIONS, json=small, timeout=300)
     done["small"] = time.monotonic()
     thread.join()
-    after = _stats(api)
+    after = batching_stats(api)
     figures["max_batch"] = {"rows_requested": len(prompts) * 8, "max_batch": MAX_BATCH,
                             "batches": after["batches"] - before["batches"],
                             "max_rows_per_batch": after["max_batch_rows"]}
@@ -194,15 +181,15 @@ def test_a_client_that_hangs_up_stops_its_generation(tiny_model_dir, figures):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url + COMPLETIONS, json=long, timeout=httpx.Timeout(60, read=0.5))
         gone = time.monotonic()
-        assert _wait_for(lambda: _stats(url)["cancelled_rows"] == 1, 10)
+        assert wait_for(lambda: batching_stats(url)["cancelled_rows"] == 1, 10)
         stopped_after["not streamed"] = time.monotonic() - gone
         # streamed: the client reads one event and closes the stream
         with httpx.stream("POST", url + COMPLETIONS, json={**long, "stream": True}, timeout=60) as resp:
             assert next(resp.iter_lines()).startswith("data: ")
         gone = time.monotonic()
-        assert _wait_for(lambda: _stats(url)["cancelled_rows"] == 2, 10)
+        assert wait_for(lambda: batching_stats(url)["cancelled_rows"] == 2, 10)
         stopped_after["streamed"] = time.monotonic() - gone
-        stats = _stats(url)
+        stats = batching_stats(url)
     figures["disconnect"] = {"cancelled_rows": stats["cancelled_rows"], "tokens_generated": stats["tokens"],
                              "stopped_after_s": {k: round(v, 3) for k, v in stopped_after.items()}}
     assert stats["tokens"] < 1000  # two 1000-token requests, both stopped early

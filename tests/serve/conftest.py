@@ -80,6 +80,21 @@ def live_server(settings, backend=None, wait_ready: bool = True):
         torch.set_num_threads(threads)  # settings.threads is process-wide: give other tests theirs back
 
 
+def batching_stats(url: str) -> dict:
+    """The batching counters of a live server's /health."""
+    return httpx.get(url + "/health", timeout=30).json()["batching"]
+
+
+def wait_for(predicate, seconds: float = 30) -> bool:
+    """Poll predicate every 50 ms; True once it holds, False after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.fixture(scope="package")
 def server(runs, tiny_model_dir):
     """One live server for the read-only tests: the headline run (+ its base) and the summary adapter, with a key."""

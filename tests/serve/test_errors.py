@@ -12,7 +12,7 @@ import pytest
 from weaver.serve.backend import TransformersBackend
 from weaver.serve.settings import ServeSettings
 
-from .conftest import live_server
+from .conftest import batching_stats, live_server, wait_for
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "Hello"}]
@@ -132,19 +132,6 @@ def test_failed_load_is_503_with_the_reason(tmp_path):
         assert "missing-model" in assert_envelope(httpx.get(url + "/v1/models"), 503)["message"]
 
 
-def _stats(url: str) -> dict:
-    return httpx.get(url + "/health").json()["batching"]
-
-
-def _wait_for(predicate, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_queue_full_is_429_and_disconnect_cancels_generation(tiny_model_dir):
     settings = ServeSettings(model=str(tiny_model_dir), threads=1, max_queue=1, max_batch=1, batch_wait_ms=0)
     long = {"prompt": "Hello", "max_tokens": 1000, "temperature": 0, "stream": True, "repetition_penalty": 1.0}
@@ -156,14 +143,14 @@ def test_queue_full_is_429_and_disconnect_cancels_generation(tiny_model_dir):
             thread = threading.Thread(target=lambda: waiting.update(resp=httpx.post(
                 url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 3}, timeout=60)))
             thread.start()
-            assert _wait_for(lambda: httpx.get(url + "/health").json()["queued"] == 1)
+            assert wait_for(lambda: httpx.get(url + "/health").json()["queued"] == 1)
             assert_envelope(httpx.post(url + "/v1/completions", json={"prompt": "Hey", "max_tokens": 3}), 429,
                             code="queue_full")
         # leaving the block closed the stream: its generation must stop long before 1000 tokens
-        assert _wait_for(lambda: _stats(url)["cancelled_rows"] == 1)
+        assert wait_for(lambda: batching_stats(url)["cancelled_rows"] == 1)
         thread.join(timeout=60)
         assert waiting["resp"].status_code == 200
-        stats = _stats(url)
+        stats = batching_stats(url)
         assert stats["rejected"] == 1
         assert stats["tokens"] < 1000
 
@@ -177,4 +164,4 @@ def test_request_timeout_is_504_and_ends_a_stream_with_an_error(tiny_model_dir):
             lines = [line for line in resp.iter_lines() if line]
         assert lines[-1] == "data: [DONE]"
         assert '"error"' in lines[-2]
-        assert _stats(url)["timed_out_rows"] == 2
+        assert batching_stats(url)["timed_out_rows"] == 2
