@@ -108,3 +108,28 @@ def test_pii_in_articles_is_redacted_before_the_model(tmp_path):
     run_newsroom(Echo(), src, tmp_path / "out", n_headlines=1, policy=load_policy(audit_log="off"), progress=False)
     assert seen and all("ann@example.com" not in s and "[EMAIL]" in s for s in seen)
     assert "ann@example.com" not in (tmp_path / "out" / "digest.md").read_text()
+
+
+def test_digest_grounds_each_summary_sentence(tmp_path):
+    class Fixed:
+        def generate(self, records, task, params):
+            text = ("Schools in Leeds closed early after heavy rain. The mayor won 5 medals in Paris."
+                    if task == "summarize" else "Rain closes schools")
+            return [[text] * params.n for _ in records]
+
+    src = tmp_path / "a.jsonl"
+    article = ("Heavy rain flooded the centre of Leeds on Friday. Schools closed early and 300 homes lost power. "
+               "The council said repairs would take a week.")
+    src.write_text(json.dumps({"id": "leeds", "text": article}) + "\n", encoding="utf-8")
+    run_newsroom(Fixed(), src, tmp_path / "out", n_headlines=0, policy=load_policy(audit_log="off"), progress=False)
+    g = json.loads((tmp_path / "out" / "articles" / "leeds.json").read_text())["grounding"]
+    first, second = g["sentences"]
+    assert first["supported"] and not second["supported"] and g["faithfulness"] == 0.5
+    assert first["sources"][0]["text"] in article and set(second["unsupported_entities"]) >= {"5", "Paris"}
+    md = (tmp_path / "out" / "digest.md").read_text()
+    assert "**UNSUPPORTED**" in md and "not in the article: " in md
+    page = (tmp_path / "out" / "digest.html").read_text()
+    assert "class=unsup" in page and "Sources of each summary sentence (50% supported)" in page
+    run_newsroom(Fixed(), src, tmp_path / "off", n_headlines=0, policy=load_policy(audit_log="off"), progress=False,
+                 grounding=False)
+    assert "grounding" not in json.loads((tmp_path / "off" / "articles" / "leeds.json").read_text())

@@ -14,6 +14,10 @@ go on. Finally OUT/digest.md and OUT/digest.html (self-contained, every text HTM
 articles in input order. The summary and headline are greedy; the alternatives are sampled
 (temperature 0.9, top-p 0.95, seeded per article) and near-duplicates removed (weaver.apps.text.dedup).
 The safety policy redacts PII in each article before the model sees it and checks every output.
+Each summary is grounded sentence by sentence in its article (weaver.eval.explain; `grounding=False` or
+`--no-grounding` turns it off): the JSON keeps, per summary sentence, its support score, the supporting article
+sentences and the numbers/names the article does not have; the digest marks unsupported sentences and lists
+the article sentences each summary sentence rests on.
 """
 
 from __future__ import annotations
@@ -132,8 +136,9 @@ def _check(policy: SafetyPolicy, texts: list[str]) -> list[str]:
 
 
 def process_article(backend, article: Article, n_headlines: int, policy: SafetyPolicy, seed: int = 0,
-                    max_new_tokens: int | None = None) -> dict:
-    """Summary, headline and alternatives for one article (the JSON written to articles/<id>.json)."""
+                    max_new_tokens: int | None = None, grounding: bool = True) -> dict:
+    """Summary, headline, alternatives and (with grounding) the summary's per-sentence support by the article:
+    the JSON written to articles/<id>.json."""
     from weaver.apps.backend import default_params
 
     gate = policy.check_prompt(article.text, app="newsroom")
@@ -152,7 +157,12 @@ def process_article(backend, article: Article, n_headlines: int, policy: SafetyP
         sampled = backend.generate([record], "headline", params)[0]
         alternatives = dedup(sampled, keep=[headline])[:n_headlines]
     summary, headline, *alternatives = _check(policy, [summary, headline, *alternatives])
-    return {**entry, "summary": summary, "headline": headline, "alternatives": alternatives}
+    entry = {**entry, "summary": summary, "headline": headline, "alternatives": alternatives}
+    if grounding:
+        from weaver.eval.explain import explain
+
+        entry["grounding"] = explain(gate.text, summary).to_dict()
+    return entry
 
 
 def _done(path: Path, sha: str) -> dict | None:
@@ -165,7 +175,7 @@ def _done(path: Path, sha: str) -> dict | None:
 
 def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
                  policy: SafetyPolicy | None = None, seed: int = 0, max_new_tokens: int | None = None,
-                 progress: bool = True) -> NewsroomResult:
+                 progress: bool = True, grounding: bool = True) -> NewsroomResult:
     """Process every article not already done, then write digest.md and digest.html.
 
     Args:
@@ -177,6 +187,7 @@ def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines:
         seed: base seed for the sampled alternatives.
         max_new_tokens: cap on new tokens per output (default: the tasks' own limits).
         progress: show a tqdm progress bar.
+        grounding: tie each summary sentence to the article sentences that support it.
     Returns:
         A NewsroomResult.
     Raises:
@@ -201,7 +212,7 @@ def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines:
             result.skipped.append(art.id)
         else:
             try:
-                entry = process_article(backend, art, n_headlines, policy, seed, max_new_tokens)
+                entry = process_article(backend, art, n_headlines, policy, seed, max_new_tokens, grounding)
             except Exception as exc:  # noqa: BLE001 - one failed article must not stop the batch
                 result.failed[art.id] = f"{art.source}: {type(exc).__name__}: {exc}"
                 log.warning("article %s failed: %s", art.id, exc)
@@ -218,6 +229,7 @@ def write_digest(out: Path, entries: list[dict], failed: dict[str, str]) -> None
     md = ["# News digest", ""]
     for e in entries:
         md += [f"## {e['headline'] or e['title'] or e['id']}", "", e["summary"], ""]
+        md += _grounding_md(e.get("grounding"))
         if e["alternatives"]:
             md += ["Alternative headlines:", ""] + [f"- {a}" for a in e["alternatives"]] + [""]
         md += [f"<sub>{e['id']} · {e['source']}</sub>", ""]
@@ -229,7 +241,7 @@ def write_digest(out: Path, entries: list[dict], failed: dict[str, str]) -> None
     for e in entries:
         alts = "".join(f"<li>{esc(a)}</li>" for a in e["alternatives"])
         body.append(
-            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2><p>{esc(e['summary'])}</p>"
+            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2>{_summary_html(e)}"
             + (f"<p class=alt>Alternative headlines:</p><ul>{alts}</ul>" if alts else "")
             + f"<p class=src>{esc(e['id'])} · {esc(e['source'])}</p></article>"
         )
@@ -241,6 +253,42 @@ def write_digest(out: Path, entries: list[dict], failed: dict[str, str]) -> None
         "body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}"
         "article{border-bottom:1px solid #ddd;padding:.5rem 0}h2{font-size:1.2rem;margin:.5rem 0}"
         ".alt{margin-bottom:0;color:#555}.src{color:#888;font-size:.8rem}.failed{color:#a00}"
+        ".unsup{background:#fde2e2}.ground{font-size:.85rem;color:#555}.ground li{margin:.2rem 0}"
         "</style></head><body><h1>News digest</h1>" + "".join(body) + "</body></html>\n"
     )
     atomic_write_text(out / "digest.html", page)
+
+
+def _grounding_md(g: dict | None) -> list[str]:
+    """Markdown lines: each summary sentence with its supporting article sentences, or UNSUPPORTED."""
+    if not g or not g.get("sentences"):
+        return []
+    lines = [f"Grounding ({g['faithfulness']:.0%} of summary sentences supported by the article):", ""]
+    for s in g["sentences"]:
+        mark = "supported" if s["supported"] else "**UNSUPPORTED**"
+        lines.append(f"- {mark} ({s['score']:.2f}): {s['text']}")
+        if s["supported"]:
+            lines += [f"  - article: \u201c{src['text']}\u201d" for src in s["sources"][:1]]
+        if s["unsupported_entities"]:
+            lines.append(f"  - not in the article: {', '.join(s['unsupported_entities'])}")
+    return lines + [""]
+
+
+def _summary_html(e: dict) -> str:
+    """The summary as escaped sentences (unsupported ones highlighted) with their sources listed below."""
+    esc = html.escape
+    g = e.get("grounding")
+    if not g or not g.get("sentences"):
+        return f"<p>{esc(e['summary'])}</p>"
+    spans, items = [], []
+    for i, s in enumerate(g["sentences"], 1):
+        cls = "" if s["supported"] else " class=unsup"
+        spans.append(f"<span{cls} title='{esc('supported' if s['supported'] else 'unsupported')} "
+                     f"({s['score']:.2f})'>{esc(s['text'])}</span>")
+        srcs = "; ".join(f"\u201c{esc(src['text'])}\u201d" for src in s["sources"][:1]) if s["supported"] else \
+            "no article sentence supports it"
+        missing = (f" Not in the article: {esc(', '.join(s['unsupported_entities']))}."
+                   if s["unsupported_entities"] else "")
+        items.append(f"<li>{i}. {srcs}{missing}</li>")
+    return (f"<p>{' '.join(spans)}</p><details class=ground><summary>Sources of each summary sentence "
+            f"({g['faithfulness']:.0%} supported)</summary><ol>{''.join(items)}</ol></details>")

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-headlines", type=int, default=3, help="alternative headlines per article (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled alternative headlines")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on tokens per output (default: per task)")
+    p.add_argument("--no-grounding", action="store_true",
+                   help="do not tie summary sentences to the article sentences that support them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.safety)
     backend = open_backend(args.model, args.server, args.server_model, lang=args.lang)
     result = run_newsroom(backend, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
-                          max_new_tokens=args.max_new_tokens)
+                          max_new_tokens=args.max_new_tokens, grounding=not args.no_grounding)
     print(f"{len(result.done)} articles written, {len(result.skipped)} already done, {len(result.failed)} failed "
           f"-> {result.out_dir / 'digest.md'}, {result.out_dir / 'digest.html'}")
     for aid, reason in result.failed.items():
