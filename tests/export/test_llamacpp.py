@@ -1,7 +1,5 @@
-"""llama.cpp loads Weaver's GGUF exports and agrees with transformers; the llamacpp backends work.
-
-Skipped when llama-cpp-python is not installed (`make install-llamacpp`); CI does not build it.
-"""
+"""llama.cpp (the xllamacpp wheel, installed by `make install`) loads Weaver's GGUF exports and agrees with
+transformers; the llamacpp backends work."""
 
 from __future__ import annotations
 
@@ -11,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-llama_cpp = pytest.importorskip("llama_cpp")
-pytestmark = pytest.mark.llamacpp
+from weaver.data.chat import render_messages
+from weaver.errors import WeaverError
+from weaver.generate.engine import SamplingParams
+from weaver.generate.llamacpp import LlamaCppGenerator
 
-from weaver.data.chat import render_messages  # noqa: E402
-from weaver.errors import WeaverError  # noqa: E402
-from weaver.generate.engine import SamplingParams  # noqa: E402
-from weaver.generate.llamacpp import LlamaCppGenerator  # noqa: E402
+pytestmark = pytest.mark.llamacpp
 
 PROMPT = [{"role": "user", "content": "Summarise: the meeting about the new office moved to Friday at noon."}]
 
@@ -33,20 +30,19 @@ def _hf_merged(tiny_run):
     return load_model(tiny_run, merge=True)
 
 
-def test_llama_cpp_logits_match_transformers_on_tiny_export(tiny_run, tiny_llama):
+def test_llama_cpp_next_token_distribution_matches_transformers_on_tiny_export(tiny_run, tiny_llama):
     model, tok = _hf_merged(tiny_run)
     prompt = render_messages(tok, PROMPT)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert tiny_llama.encode(prompt) == ids  # the GGUF's tokenizer tokenises exactly like the HF one
     with torch.no_grad():
-        ref = model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
-    llm = tiny_llama.llm
-    llm.reset()
-    llm.eval(ids)
-    got = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
-    assert got.shape == ref.shape
-    assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max() + 1e-3
-    assert np.argsort(got)[-5:].tolist()[::-1] == np.argsort(ref)[-5:].tolist()[::-1]
+        ref = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], -1).numpy()
+    body = {**tiny_llama.request(ids, SamplingParams(max_new_tokens=1), None), "logprobs": 5}
+    out = tiny_llama.server.handle_completions(body)
+    top = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    got_ids, got_lp = [t["id"] for t in top], np.array([t["logprob"] for t in top])
+    assert got_ids == np.argsort(ref)[-5:].tolist()[::-1]  # llama.cpp's top 5 next tokens are transformers'
+    np.testing.assert_allclose(got_lp, ref[got_ids], atol=0.02)
 
 
 def test_generator_interface_generate_stream_stop(tiny_run, tiny_llama):
@@ -80,6 +76,52 @@ def test_q4_k_m_export_uses_llama_quantiser(tiny_run, tmp_path):
     assert any(t not in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32) for t in types.values())
     gen = LlamaCppGenerator(path, n_ctx=128, n_threads=1)
     assert gen.generate(["Hello"], SamplingParams(max_new_tokens=3))[0][0].completion_tokens > 0
+
+
+def test_candidates_seeds_and_token_counts(tiny_run, tiny_llama):
+    _, tok = _hf_merged(tiny_run)
+    prompt = render_messages(tok, PROMPT)
+    [greedy] = tiny_llama.generate([prompt], SamplingParams(max_new_tokens=6, n=3))
+    assert len({c.text for c in greedy}) == 1  # greedy candidates decoded in parallel slots agree
+    sampled = SamplingParams(max_new_tokens=6, temperature=1.0, n=3, seed=11)
+    first, again = (tiny_llama.generate([prompt], sampled)[0] for _ in range(2))
+    assert [c.text for c in first] == [c.text for c in again]  # seed k + i per candidate: reproducible
+    assert len({c.text for c in first}) > 1  # ... and the candidates differ
+    for c in greedy + first:
+        assert c.completion_tokens == 6 or c.finish_reason == "stop"
+        assert c.completion_tokens >= len(tok(c.text, add_special_tokens=False)["input_ids"]) - 1
+
+
+def test_stream_left_early_frees_the_slot(tiny_run, tiny_gguf):
+    _, tok = _hf_merged(tiny_run)
+    gen = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
+    prompt = render_messages(tok, PROMPT)
+    pieces = gen.stream(prompt, SamplingParams(max_new_tokens=200, temperature=1.0, seed=1))
+    next(pieces)
+    pieces.close()  # the consumer leaves: llama.cpp must stop this request, or the only slot stays busy
+    [[after]] = gen.generate([prompt], SamplingParams(max_new_tokens=3))
+    assert after.completion_tokens > 0
+
+
+def test_kquant_kernels_match_the_gguf_reference_and_llama_rule():
+    import gguf
+
+    from weaver.models.kquant import q4_k_m_type, quantize_rows, use_more_bits
+
+    x = np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    # llama.cpp's own Q8_0 kernel, reached through ctypes, gives the gguf package's reference bytes
+    np.testing.assert_array_equal(quantize_rows(x, q8), gguf.quants.quantize(x, q8))
+    q4k = gguf.GGMLQuantizationType.Q4_K
+    back = gguf.quants.dequantize(quantize_rows(x, q4k), q4k)
+    assert back.shape == x.shape and np.abs(back - x).max() < 0.35 * np.abs(x).max()
+    assert [i for i in range(30) if use_more_bits(i, 30)] == [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]
+    assert q4_k_m_type("blk.3.attn_q.weight", 1536, 30, False) == "Q4_K"
+    assert q4_k_m_type("blk.0.ffn_down.weight", 1536, 30, False) == "Q6_K"
+    assert q4_k_m_type("blk.3.ffn_down.weight", 1536, 30, False) == "Q4_K"
+    assert q4_k_m_type("token_embd.weight", 576, 30, False) == "Q8_0"  # tied output, 576 % 256 != 0: Q6_K falls back
+    assert q4_k_m_type("blk.3.attn_k.weight", 576, 30, False) == "Q5_0"
+    assert q4_k_m_type("blk.3.attn_k.weight", 40, 30, False) == "F16"
 
 
 def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):

@@ -9,7 +9,7 @@ layout (Llama: SmolLM2), RMSNorm weights stored as 1 + w (Gemma-3, whose hyper-p
 from the GGUF its base came from). Tokenizer metadata is copied verbatim from the GGUF
 the base model came from when there is one (the embedded catalog models), else built from the
 Hugging Face tokenizer (byte-level BPE). f16 and q8_0 are quantised here (gguf.quants); q4_k_m needs
-llama.cpp's own quantiser (`llama_cpp.llama_model_quantize`, the optional `[llamacpp]` extra).
+llama.cpp's own quantisation kernels (weaver.models.kquant, from the xllamacpp wheel).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def export_gguf(spec: str | os.PathLike, out_file: str | os.PathLike, quant: str
     Returns:
         The written file.
     Raises:
-        WeaverError: unknown quant, unsupported architecture, or q4_k_m without llama-cpp-python.
+        WeaverError: unknown quant, unsupported architecture, or q4_k_m without xllamacpp.
     """
     if quant not in QUANTS:
         raise WeaverError(f"--quant {quant!r} is not one of {', '.join(QUANTS)}")
@@ -322,23 +322,23 @@ def _encode(data: np.ndarray, name: str, quant: str):
 
 
 def _require_llama_cpp(what: str):
+    """The xllamacpp module (llama.cpp's server and kernels, a binary wheel `make install` installs)."""
     try:
-        import llama_cpp
+        import xllamacpp
     except ImportError:
-        raise WeaverError(
-            f"{what} needs llama-cpp-python: run `make install-llamacpp` (builds llama.cpp, several minutes)"
-        ) from None
-    return llama_cpp
+        raise WeaverError(f"{what} needs xllamacpp: run `make install` (or `pip install xllamacpp`)") from None
+    return xllamacpp
 
 
 def _llama_quantize(src: Path, dst: Path, quant: str) -> None:
-    """Requantise a GGUF with llama.cpp's own quantiser (k-quants are not in the gguf package)."""
-    llama_cpp = _require_llama_cpp(f"--quant {quant}")
-    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[quant]
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = max(1, (os.cpu_count() or 1))
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if rc != 0:
+    """Requantise an f16 GGUF to q4_k_m with llama.cpp's kernels (k-quants are not in the gguf package)."""
+    from weaver.models.kquant import requantize_q4_k_m
+
+    if quant != "q4_k_m":
+        raise WeaverError(f"--quant {quant} is written directly; only q4_k_m is requantised")
+    _require_llama_cpp(f"--quant {quant}")
+    try:
+        requantize_q4_k_m(src, dst)
+    except (OSError, ValueError) as exc:
         dst.unlink(missing_ok=True)
-        raise WeaverError(f"llama.cpp could not quantise {src.name} to {quant} (return code {rc})")
+        raise WeaverError(f"llama.cpp could not quantise {src.name} to {quant}: {exc}") from None

@@ -277,7 +277,7 @@ class TransformersBackend(Backend):
 
 
 def _llamacpp_backend(settings: ServeSettings) -> Backend:
-    """llama.cpp on the model's GGUF export (weaver.generate.llamacpp; needs `make install-llamacpp`)."""
+    """llama.cpp on the model's GGUF export (weaver.generate.llamacpp, on the xllamacpp wheel)."""
     from weaver.generate.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(settings)
