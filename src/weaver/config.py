@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
+import math
 import os
 import platform
 import types
@@ -23,6 +25,7 @@ import yaml
 
 from weaver.errors import ConfigError
 
+log = logging.getLogger(__name__)
 TASKS = ("summarize", "headline", "adcopy", "support_reply", "translate", "continue", "code", "custom")
 
 
@@ -147,9 +150,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     epochs: float = 1.0
-    """Passes over the training set (ignored when max_steps is set)."""
+    """Passes over the training set, > 0 (fractions allowed; ignored when max_steps is set)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps."""
+    """Stop after this many optimizer steps (at least 1); None trains for `epochs`."""
     max_minutes: float | None = None
     """Wall-clock budget: stop cleanly after this many minutes and keep the best checkpoint."""
     precision: str = "auto"
@@ -159,7 +162,7 @@ class TrainConfig:
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of
     2.5 GB) for ~20% fewer tokens/s. Only blocks at or above the lowest trained one are checkpointed."""
     seed: int = 0
-    """Seed for initialisation, shuffling and dropout."""
+    """Seed for initialisation, shuffling and dropout (0 to 2**32 - 1)."""
     eval_every: int = 20
     """Run validation every N optimizer steps (0 = only at the end)."""
     save_every: int = 20
@@ -177,7 +180,8 @@ class TrainConfig:
     logging: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Loggers: tensorboard, mlflow, wandb."""
     dropout: float | None = None
-    """Override the model's attention/hidden dropout during training."""
+    """Set every attention/hidden dropout of the model to this probability in [0, 1) for training (None = the
+    model's own; weaver.tuning.methods.set_dropout)."""
     group_by_length: bool = True
     """Batch examples of similar length together to waste little on padding."""
 
@@ -189,12 +193,8 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _choice("train.metric", self.metric, ("dev_loss", "rougeL"))
         _choice("train.resume", self.resume, ("auto", "never", "always"))
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("train.batch_size and train.grad_accum must be at least 1")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        for name, interval in TRAIN_RANGES.items():
+            _in_range(f"train.{name}", getattr(self, name), interval)
 
 
 @dataclass
@@ -271,6 +271,54 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# Allowed values of the numeric train options, in interval notation ("[" includes the bound, "(" excludes it).
+TRAIN_RANGES = {
+    "lr": "(0, inf)", "momentum": "[0, 1]", "weight_decay": "[0, inf)", "max_grad_norm": "[0, inf)",
+    "epochs": "(0, inf)", "max_steps": "[1, inf)", "max_minutes": "(0, inf)", "seed": f"[0, {2**32 - 1}]",
+    "dropout": "[0, 1)", "lora_dropout": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
+    "num_virtual_tokens": "[1, inf)", "adapter_size": "[1, inf)", "warmup_steps": "[0, inf)",
+    "batch_size": "[1, inf)", "grad_accum": "[1, inf)", "eval_every": "[0, inf)", "save_every": "[0, inf)",
+    "keep_checkpoints": "[1, inf)", "rouge_samples": "[1, inf)", "patience": "[1, inf)",
+}
+_RANGE_HINTS = {"train.max_steps": " (none trains for --train.epochs)", "train.max_minutes": " (none: no time budget)",
+                "train.patience": " (none never stops early)", "train.eval_every": " (0 validates only at the end)"}
+
+# Train options that only some methods use -> those methods. A value other than the default that reaches a
+# method it does not apply to is dropped with a notice when it came from a YAML file (a preset written for
+# another method: `weaver tune preset.yaml --train.method ia3`), and refused when set on the command line.
+# A new method adds itself to the tuples of the options it reads.
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "layers": ("lora", "adalora", "adapter", "freeze"),
+    "top_layers": ("lora", "adalora", "adapter", "freeze"),
+    "lora_r": ("lora", "adalora"),
+    "lora_alpha": ("lora", "adalora"),
+    "lora_dropout": ("lora", "adalora"),
+    "target_modules": ("lora", "adalora", "ia3"),
+    "train_lm_head": ("freeze",),
+    "num_virtual_tokens": ("prefix",),
+    "adapter_size": ("adapter",),
+    "adapter_placement": ("adapter",),
+    "gradient_checkpointing": ("lora", "adalora", "ia3", "adapter", "freeze", "full"),
+}
+
+
+def _in_range(flag: str, value: Any, interval: str) -> None:
+    """Raise ConfigError unless value (None passes: "not set") is a finite number inside interval, e.g. "[0, 1)"."""
+    if value is None or isinstance(value, bool):
+        return
+    lo_s, hi_s = (part.strip() for part in interval[1:-1].split(","))
+    lo, hi = float(lo_s), float(hi_s)
+    above = lo < value if interval[0] == "(" else lo <= value
+    inside = above and (value < hi if interval[-1] == ")" else value <= hi)
+    if isinstance(value, float) and not math.isfinite(value) or not inside:
+        bounds = [f"{'above' if interval[0] == '(' else 'at least'} {lo_s}"]
+        if hi_s != "inf":
+            bounds.append(f"{'below' if interval[-1] == ')' else 'at most'} {hi_s}")
+        kind = "a finite number " if isinstance(value, float) else ""
+        raise ConfigError(f"--{flag} must be {kind}{' and '.join(bounds)}{_RANGE_HINTS.get(flag, '')}, "
+                          f"got {value!r}")
+
+
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         hint = difflib.get_close_matches(str(value), allowed, n=1)
@@ -296,9 +344,10 @@ def _coerce(flag: str, value: Any, tp: Any) -> Any:
         return _coerce(flag, value, inner[0])
     if isinstance(value, str) and (origin in (list, dict) or tp in (list, dict)):
         try:
-            value = yaml.safe_load(value)
+            value = parse_yaml(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--{flag}: cannot parse {value!r} as YAML ({exc.problem})") from None
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise ConfigError(f"--{flag}: cannot parse {shown!r} as YAML ({getattr(exc, 'problem', exc)})") from None
         if origin is list and not isinstance(value, list):
             value = [value]
     try:
@@ -388,18 +437,97 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: Path, what: str = "") -> Any:
-    """Parse a YAML file (UTF-8, BOM allowed); an empty file is {}.
+YAML_ALIAS_NODES = 10_000
+"""Most nodes that aliases may add to one YAML document. A few anchors (`&mods [q_proj, v_proj]` ... `*mods`)
+add a handful; an alias bomb (nine anchors of nine aliases each: 300 bytes, 9**8 strings once expanded) is
+refused before anything is built from it."""
+
+
+class YAMLAliasError(yaml.YAMLError):
+    """A YAML document whose aliases expand beyond YAML_ALIAS_NODES nodes, or refer to themselves."""
+
+    def __init__(self, problem: str, mark=None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_aliases(root) -> None:
+    """Count the nodes of the document as if every alias were expanded (iteratively, shared nodes sized once).
 
     Raises:
-        ConfigError: `file:line: invalid YAML <what>(problem)`.
+        YAMLAliasError: the expansion adds more than YAML_ALIAS_NODES nodes, or an alias contains itself.
+    """
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            if size[key] - len(size) > YAML_ALIAS_NODES:
+                raise YAMLAliasError(f"its aliases expand to more than {YAML_ALIAS_NODES} extra values: refused as a "
+                                     "possible alias bomb; write the values out or use fewer anchors", node.start_mark)
+            continue
+        if key in size:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise YAMLAliasError("an alias refers to the anchor that contains it (a recursive alias)",
+                                     child.start_mark)
+            stack.append((child, False))
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that checks the alias expansion of the composed document before constructing it."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_aliases(node)
+        return node
+
+
+def parse_yaml(text: str) -> Any:
+    """yaml.safe_load with bounded alias expansion: every YAML a user hands Weaver is read through here.
+
+    Raises:
+        yaml.YAMLError: invalid YAML; YAMLAliasError (a subclass) for an alias bomb or a recursive alias.
+    """
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise YAMLAliasError("it is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, what: str = "") -> Any:
+    """Parse a YAML file (UTF-8, BOM allowed) with bounded alias expansion (parse_yaml); an empty file is {}.
+
+    Raises:
+        ConfigError: `file:line: invalid YAML <what>(problem)`, also for an alias bomb.
     """
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8-sig")) or {}
+        return parse_yaml(Path(path).read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML {what}({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: YAML {what}is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the YAML {what}({exc.strerror or exc})") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -419,9 +547,33 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for the shipped presets")
         data = read_yaml(p)
-    if overrides:
-        data = _merge(data, parse_overrides(overrides))
-    return _build(RunConfig, data, "")
+    cli = parse_overrides(overrides or [])
+    if cli:
+        data = _merge(data, cli)
+    cfg = _build(RunConfig, data, "")
+    cli_train = cli.get("train") if isinstance(cli.get("train"), dict) else {}
+    return dataclasses.replace(cfg, train=_drop_other_methods_options(cfg.train, set(cli_train)))
+
+
+def _drop_other_methods_options(train: TrainConfig, from_cli: set[str]) -> TrainConfig:
+    """Reset options of other methods (METHOD_OPTIONS) that the YAML file set; refuse those set on the command line.
+
+    Raises:
+        ConfigError: a command-line option that train.method does not use, naming the flag.
+    """
+    defaults = TrainConfig()
+    foreign = {name: getattr(train, name) for name, methods in METHOD_OPTIONS.items()
+               if train.method not in methods and getattr(train, name) != getattr(defaults, name)}
+    for name in sorted(set(foreign) & from_cli):
+        *rest, last = METHOD_OPTIONS[name]
+        users = f"{', '.join(rest)} or {last}" if rest else last
+        raise ConfigError(f"--train.{name} applies only to train.method {users}, not {train.method}: drop it or "
+                          "pick one of those methods")
+    if not foreign:
+        return train
+    shown = ", ".join(f"train.{k}={v!r}" for k, v in foreign.items())
+    log.warning("train.method %s does not use %s from the config file: ignored", train.method, shown)
+    return dataclasses.replace(train, **{name: getattr(defaults, name) for name in foreign})
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

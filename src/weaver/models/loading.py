@@ -145,11 +145,12 @@ def _adapter_in(path: Path) -> Path | None:
     return None
 
 
-def resolve(spec: str | os.PathLike) -> ResolvedModel:
+def resolve(spec: str | os.PathLike, _chain: tuple[str, ...] = ()) -> ResolvedModel:
     """Resolve a model spec to local folders, converting a GGUF on first use.
 
     Raises:
-        ModelNotFoundError: unknown name, missing path, or a hub id with no local copy.
+        ModelNotFoundError: unknown name, missing path, a hub id with no local copy, or a run whose base
+            model (its config.yaml's model.name) leads back to itself.
     """
     spec = str(spec)
     entry = find_entry(spec)
@@ -161,8 +162,12 @@ def resolve(spec: str | os.PathLike) -> ResolvedModel:
     if path.is_dir():
         adapter = _adapter_in(path)
         if adapter is not None:
-            base = _run_base(path, adapter)
-            return ResolvedModel(resolve(base).base_dir, adapter, base_spec=base, run_dir=path)
+            base, chain = _run_base(path, adapter), (*_chain, str(path.resolve()))
+            if str(Path(base).expanduser().resolve()) in chain:
+                raise ModelNotFoundError(f"the base model of the run {chain[0]} leads back to itself (model.name in "
+                                         f"config.yaml: {' -> '.join(chain)} -> {base}): set model.name to the model "
+                                         "it was tuned from")
+            return ResolvedModel(resolve(base, chain).base_dir, adapter, base_spec=base, run_dir=path)
         if _is_hf_folder(path / "model") and (path / "config.yaml").is_file():  # a run tuned with full/freeze
             return ResolvedModel(path / "model", base_spec=_run_base(path, None), run_dir=path)
         if _is_hf_folder(path):
@@ -186,7 +191,15 @@ def _run_base(run_dir: Path, adapter: Path | None) -> str:
     """The base model a run or adapter was tuned from: the run's config, else the adapter's config."""
     cfg = run_dir / "config.yaml"
     if cfg.is_file():
-        name = (yaml.safe_load(cfg.read_text()) or {}).get("model", {}).get("name")
+        from weaver.config import parse_yaml
+
+        try:
+            data = parse_yaml(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ModelNotFoundError(f"{cfg} cannot be read as a Weaver run config "
+                                     f"({getattr(exc, 'problem', None) or exc})") from None
+        model = data.get("model") if isinstance(data, dict) else None
+        name = model.get("name") if isinstance(model, dict) else None
         if name:
             return str(name)
     if adapter is None:

@@ -15,22 +15,16 @@ import copy
 import json
 import logging
 import resource
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
-from weaver.config import RunConfig, atomic_write_text, save_resolved, to_dict
+from weaver.config import RunConfig, atomic_write_text, save_resolved
 from weaver.errors import ConfigError, WeaverError
 from weaver.tuning.callbacks import TrainingDiverged
 from weaver.tuning.loop import TrainData, Trainer, plan_steps
 
 log = logging.getLogger(__name__)
-# Settings that may change between a killed run and its resumption (budgets, logging, bookkeeping).
-RESUMABLE_CHANGES = {"max_minutes", "max_steps", "epochs", "resume", "logging", "eval_every", "save_every",
-                     "keep_checkpoints", "patience", "out_dir"}
 
 
 def peak_rss_mb() -> float:
@@ -96,28 +90,6 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
     return data, report
 
 
-def _check_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume a run directory that holds a different run; clear it when resume is never."""
-    old_file = run_dir / "config.yaml"
-    if cfg.train.resume == "never":
-        for name in ("checkpoints", "best", "adapter", "model", "tb", "metrics.jsonl", "run.json"):
-            path = run_dir / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        return
-    if not old_file.is_file() or not (run_dir / "checkpoints").is_dir():
-        return
-    old, new = yaml.safe_load(old_file.read_text()) or {}, to_dict(cfg)
-    for section in ("model", "data", "train"):
-        for key, value in new[section].items():
-            if section == "train" and key in RESUMABLE_CHANGES:
-                continue
-            if old.get(section, {}).get(key, value) != value:
-                raise ConfigError(
-                    f"{run_dir} holds a run with {section}.{key}={old[section][key]!r}, not {value!r}: pass a new "
-                    "--train.out_dir, or --train.resume never to start over in it"
-                )
-
-
 def load_base(cfg: RunConfig):
     """(fp32 model, tokenizer) of cfg.model.name for training."""
     import torch
@@ -147,28 +119,19 @@ def tune(cfg: RunConfig) -> Path:
     """
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
-    from weaver.tuning.methods import build_trainable, enable_checkpointing, trainable_summary
+    from weaver.tuning.run_dir import RunFolder
 
     run_dir = Path(cfg.train.out_dir)
     acc = Accelerator(cpu=not torch.cuda.is_available())
-    if acc.is_main_process:
-        _check_run_dir(cfg, run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder.open(cfg) if acc.is_main_process else None  # checks; creates; deletes nothing
     acc.wait_for_everyone()
-    set_seed(cfg.train.seed)
-    model, tok = load_base(cfg)
-    data, report = prepare_data(cfg, tok)
-    _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
-    model = build_trainable(model, cfg.train, total_steps=total)
-    checkpointed = enable_checkpointing(model) if cfg.train.gradient_checkpointing else 0
-    trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
-    facts = {"method": cfg.train.method, "base_model": cfg.model.name, **trainable_summary(model),
-             "checkpointed_blocks": checkpointed,
-             "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}
-    if acc.is_main_process:
-        save_resolved(cfg, run_dir, extra={"data_fingerprint": report.get("fingerprint")})
+    try:
+        trainer, facts = _setup(cfg, acc, folder)
+    except BaseException:
+        if folder is not None:  # nothing trained yet: leave the folder as it was before this run
+            folder.discard()
+        raise
     try:
         summary = trainer.run()
     except TrainingDiverged:
@@ -180,6 +143,36 @@ def tune(cfg: RunConfig) -> Path:
         _after_tune(cfg, run_dir)
     acc.wait_for_everyone()
     return run_dir
+
+
+def _setup(cfg: RunConfig, acc, folder) -> tuple[Trainer, dict]:
+    """Model, data, method and the Trainer; only then (--fresh) the previous run's outputs are deleted.
+
+    Returns:
+        (the Trainer, the run facts for run.json).
+    """
+    from accelerate.utils import set_seed
+
+    from weaver.tuning.methods import build_trainable, enable_checkpointing, trainable_summary
+
+    run_dir = Path(cfg.train.out_dir)
+    set_seed(cfg.train.seed)
+    model, tok = load_base(cfg)
+    data, report = prepare_data(cfg, tok)
+    _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
+    model = build_trainable(model, cfg.train, total_steps=total)
+    checkpointed = enable_checkpointing(model) if cfg.train.gradient_checkpointing else 0
+    if folder is not None:
+        folder.clear_previous()
+        folder.write_manifest()
+    acc.wait_for_everyone()
+    trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
+    facts = {"method": cfg.train.method, "base_model": cfg.model.name, **trainable_summary(model),
+             "checkpointed_blocks": checkpointed,
+             "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}
+    if acc.is_main_process:
+        save_resolved(cfg, run_dir, extra={"data_fingerprint": report.get("fingerprint")})
+    return trainer, facts
 
 
 def _write_run_json(run_dir: Path, facts: dict) -> None:
