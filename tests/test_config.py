@@ -1,11 +1,12 @@
 """Config: precedence defaults < YAML < CLI, unknown keys rejected with a suggestion, presets load."""
 
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
-from weaver.config import RunConfig, load_config, save_resolved
+from weaver.config import METHOD_OPTIONS, METHODS, RunConfig, TrainConfig, load_config, read_yaml, save_resolved
 from weaver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,46 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert "torch" in (tmp_path / "versions.json").read_text()
+
+
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_switches_to_every_method(preset, method, caplog):
+    """`weaver tune PRESET --train.method M` resolves: the preset's options for other methods are dropped with
+    one line of notice, everything else in the preset is kept."""
+    with caplog.at_level(logging.WARNING, logger="weaver.config"):
+        cfg = load_config(preset, ["--train.method", method])
+    assert cfg.train.method == method
+    defaults, written = TrainConfig(), read_yaml(preset).get("train", {})
+    dropped = [k for k, v in written.items() if k in METHOD_OPTIONS and method not in METHOD_OPTIONS[k]
+               and v != getattr(defaults, k)]
+    for key, value in written.items():
+        expected = getattr(defaults, key) if key in dropped else value
+        assert key == "method" or getattr(cfg.train, key) == expected, key
+    notices = [r.getMessage() for r in caplog.records if r.name == "weaver.config"]
+    if dropped:
+        assert len(notices) == 1 and all(f"train.{k}=" in notices[0] for k in dropped), notices
+    else:
+        assert not notices
+
+
+def test_the_readme_method_switches():
+    preset = ROOT / "configs" / "dialogsum-smollm2.yaml"
+    ia3 = load_config(preset, ["--train.method", "ia3"]).train
+    assert ia3.top_layers is None and ia3.gradient_checkpointing is True  # ia3 checkpoints; it adapts every block
+    prefix = load_config(preset, ["--train.method", "prefix"]).train
+    assert prefix.gradient_checkpointing is False and prefix.top_layers is None
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--train.method", "ia3", "--train.top_layers", "3"], "--train.top_layers"),
+    (["--train.method", "prefix", "--train.gradient_checkpointing", "true"], "--train.gradient_checkpointing"),
+    (["--train.method", "full", "--train.lora_r", "8"], "--train.lora_r"),
+    (["--train.num_virtual_tokens", "8"], "--train.num_virtual_tokens"),  # the preset's lora, a prefix option
+])
+def test_an_option_set_on_the_command_line_for_another_method_is_an_error(args, flag):
+    with pytest.raises(ConfigError, match=rf"^{flag} applies only to train\.method"):
+        load_config(ROOT / "configs" / "dialogsum-smollm2.yaml", args)

@@ -27,6 +27,8 @@ from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TASKS = ("summarize", "headline", "adcopy", "support_reply", "translate", "continue", "code", "custom")
+METHODS = ("lora", "adalora", "prefix", "ia3", "adapter", "freeze", "full")
+"""train.method values (weaver.tuning.methods); METHOD_OPTIONS says which options each one reads."""
 
 
 @dataclass
@@ -186,7 +188,7 @@ class TrainConfig:
     """Batch examples of similar length together to waste little on padding."""
 
     def __post_init__(self) -> None:
-        _choice("train.method", self.method, ("lora", "adalora", "prefix", "ia3", "adapter", "freeze", "full"))
+        _choice("train.method", self.method, METHODS)
         _choice("train.adapter_placement", self.adapter_placement, ("both", "attn", "mlp"))
         _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
         _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
