@@ -116,6 +116,36 @@ def _freeze(model, train: TrainConfig) -> None:
             p.requires_grad_(True)
 
 
+DROPOUT_CONFIG_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop")
+
+
+def set_dropout(model, p: float) -> int:
+    """Set every attention and hidden dropout of a plain transformers model to p (train.dropout).
+
+    The modules read their dropout when they are built (Llama and Gemma-3 attention copy
+    `config.attention_dropout` into `self.attention_dropout` and use it at forward time; other models hold
+    `nn.Dropout` modules), so editing `model.config` alone changes nothing: each module is set, and the config
+    too, so that what was trained with is recorded. Call it before an adapter is added: peft's own dropout
+    (`train.lora_dropout`) is not touched.
+    Returns:
+        The number of modules set.
+    """
+    configs = [model.config, getattr(model.config, "text_config", None)]
+    for cfg in filter(None, configs):
+        for name in DROPOUT_CONFIG_KEYS:
+            if isinstance(getattr(cfg, name, None), (int, float)) and not isinstance(getattr(cfg, name), bool):
+                setattr(cfg, name, p)
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+            changed += 1
+        elif isinstance(getattr(module, "attention_dropout", None), (int, float)):
+            module.attention_dropout = p
+            changed += 1
+    return changed
+
+
 def build_trainable(model, train: TrainConfig, total_steps: int = 100):
     """Wrap or mark a pretrained causal LM for training with train.method.
 
@@ -128,10 +158,8 @@ def build_trainable(model, train: TrainConfig, total_steps: int = 100):
     Raises:
         ConfigError: a method setting this model does not support.
     """
-    if train.dropout is not None:
-        for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop"):
-            if hasattr(model.config, name):
-                setattr(model.config, name, train.dropout)
+    if train.dropout is not None and not set_dropout(model, train.dropout):
+        log.warning("train.dropout: %s has no dropout modules; ignored", type(model).__name__)
     if train.method in PEFT_METHODS:
         from peft import get_peft_model
 
