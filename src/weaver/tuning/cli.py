@@ -13,7 +13,9 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML run config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint (required)")
-    p.add_argument("--fresh", action="store_true", help="start over in the run directory (deletes its checkpoints)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over in the run directory: deletes what earlier runs wrote there (its weaver-run.json "
+                        "lists it), once the model and the data have loaded; other files stay")
     p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--section.key value",
                    help="override any config value, e.g. --train.lr 1e-4 --data.train f.jsonl --train.max_minutes 5")
 
