@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from weaver.config import parse_yaml
 from weaver.errors import WeaverError
 
 STATUS = {"epochs": "finished", "max_steps": "finished", "time_budget": "stopped by budget",
@@ -128,8 +129,8 @@ def read_run(path: str | Path) -> RunInfo:
     if not is_run(path):
         raise WeaverError(f"{path} is not a Weaver run folder (no config.yaml and versions.json from weaver tune)")
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        config = parse_yaml((path / "config.yaml").read_text(encoding="utf-8")) or {}  # bounded: no alias bombs
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         config = {}
     info = RunInfo(path=path, config=config if isinstance(config, dict) else {})
     info.facts = _read_json(path / "run.json") or {}
