@@ -92,15 +92,22 @@ def test_candidates_seeds_and_token_counts(tiny_run, tiny_llama):
         assert c.completion_tokens >= len(tok(c.text, add_special_tokens=False)["input_ids"]) - 1
 
 
-def test_stream_left_early_frees_the_slot(tiny_run, tiny_gguf):
+def _predicted_total(gen) -> float:
+    """llama.cpp's own count of the tokens it has generated (its Prometheus metrics)."""
+    line = next(x for x in gen.server.handle_metrics().splitlines() if x.startswith("llamacpp:tokens_predicted_total"))
+    return float(line.split()[-1])
+
+
+def test_stream_left_early_stops_llama_cpp(tiny_run, tiny_gguf):
     _, tok = _hf_merged(tiny_run)
-    gen = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
+    gen = LlamaCppGenerator(tiny_gguf, n_ctx=512, n_threads=1, n_parallel=1)
     prompt = render_messages(tok, PROMPT)
-    pieces = gen.stream(prompt, SamplingParams(max_new_tokens=200, temperature=1.0, seed=1))
+    pieces = gen.stream(prompt, SamplingParams(max_new_tokens=300, temperature=2.0, seed=1))
     next(pieces)
-    pieces.close()  # the consumer leaves: llama.cpp must stop this request, or the only slot stays busy
-    [[after]] = gen.generate([prompt], SamplingParams(max_new_tokens=3))
+    pieces.close()  # the consumer leaves: llama.cpp must stop this request, not decode all 300 tokens
+    [[after]] = gen.generate([prompt], SamplingParams(max_new_tokens=3))  # the only slot is free again
     assert after.completion_tokens > 0
+    assert _predicted_total(gen) < 60
 
 
 def test_kquant_kernels_match_the_gguf_reference_and_llama_rule():
@@ -145,12 +152,15 @@ def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):
         assert reply.status_code == 200, reply.text
         data = reply.json()
         streamed = http.post("/v1/chat/completions", json={**body, "stream": True}).text
+        pair = http.post("/v1/chat/completions", json={**body, "n": 2})  # two rows in parallel llama.cpp slots
+        assert pair.status_code == 200, pair.text
     # the same merged weights through the Generator interface give the same greedy text
     _, tok = _hf_merged(tiny_run)
     gen = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1)
     [[want]] = gen.generate([render_messages(tok, PROMPT)], SamplingParams(max_new_tokens=8, repetition_penalty=1.3))
     assert want.text and data["choices"][0]["message"]["content"].strip() == want.text
     assert data["usage"]["completion_tokens"] == want.completion_tokens
+    assert [c["message"]["content"].strip() for c in pair.json()["choices"]] == [want.text, want.text]
     assert "data: [DONE]" in streamed
 
 

@@ -64,6 +64,7 @@ class LlamaCppGenerator:
         params.verbosity = 1  # errors only
         params.cache_ram_mib = 0  # no extra host-memory prompt cache (each slot still reuses its own prefix)
         params.ui = False
+        params.endpoint_metrics = True  # handle_metrics(): llama.cpp's own token counters (tests, benchmarks)
         params.hostnames = ["127.0.0.1"]
         self._key = secrets.token_urlsafe(24)
         params.api_keys = [self._key]
