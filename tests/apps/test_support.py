@@ -37,7 +37,7 @@ def test_paraphrased_questions_retrieve_the_right_passage(index, mode):
 
 
 class Recorder:
-    def __init__(self, reply="Please reset it here [faq-1665]."):
+    def __init__(self, reply="Did you try resetting your password by completing the steps on this page [faq-1665]?"):
         self.records, self.reply = [], reply
 
     def generate(self, records, task, params):
@@ -163,3 +163,16 @@ def test_http_route_answers_and_hands_over(index):
     off = client.post("/v1/weaver/support", json={"question": "What is the capital of Australia?"})
     assert off.json()["handed_over"] is True
     assert client.post("/v1/weaver/support", json={"question": ""}).status_code == 422
+
+
+def test_reply_sentences_are_grounded_in_the_passages(index):
+    question = "I forgot my Gmail password and lost the phone number tied to it"
+    grounded = answer(Recorder(), index, question, policy=load_policy(audit_log="off"))
+    g = grounded.grounding
+    assert g["faithfulness"] == 1.0 and g["sentences"][0]["passage"] == "faq-1665"
+    assert "resetting your password" in g["sentences"][0]["source"] and not grounded.needs_review
+    invented = Recorder(reply="Our office in Paris is open on Sundays [faq-1665]. We refund 500 dollars.")
+    reply = answer(invented, index, question, policy=load_policy(audit_log="off"))
+    assert reply.citations == ["faq-1665"] and reply.grounding["faithfulness"] < 0.5 and reply.needs_review
+    assert reply.text.endswith("not supported by the knowledge base: check it before sending it.")
+    assert reply.to_dict()["needs_review"] is True and "500" in reply.grounding["sentences"][1]["unsupported_entities"]

@@ -10,7 +10,10 @@ The question passes the safety policy first (PII redacted, blocklisted requests 
 passages (weaver.apps.retrieval) go into the prompt with their ids, and the reply (task support_reply,
 rendered by weaver.data.tasks.render_prompt) is asked to use only them and cite ids like [faq-1665].
 The reply lists as Sources only the passages it cites (`citations`); `passages` is what the model was
-given. A reply that cites none says so in its text and has `uncited` set, so an agent checks it first. When
+given. A reply that cites none says so in its text and has `uncited` set, so an agent checks it first.
+Each reply sentence is tied to the passage sentence that supports it best (weaver.eval.explain, in
+`grounding`); when fewer than half of its sentences are supported the reply says so and `needs_review` is
+set (as it is for an uncited reply). When
 the retrieval confidence (top cosine similarity) is below `min_confidence` (default 0.3: on the test
 FAQ every paraphrased question scored >= 0.42 and every off-topic one <= 0.17) the app does not generate:
 it answers that a human colleague will take over. The reply passes the safety policy before it is shown.
@@ -31,6 +34,10 @@ HANDOVER = {
     "en": "I'm not sure I can answer this correctly, so I'm handing your question over to a human colleague "
           "who will get back to you shortly.",
     "zh": "这个问题我无法确定正确答案，已为您转接人工客服，同事会尽快回复您。",
+}
+UNGROUNDED = {
+    "en": "Most of this reply is not supported by the knowledge base: check it before sending it.",
+    "zh": "这条回复的大部分内容没有知识库依据，发送前请核实。",
 }
 NO_CITATION = {
     "en": "Sources: none cited. Check this reply against the knowledge base before sending it.",
@@ -55,11 +62,20 @@ class SupportReply:
     safety: list[dict] = field(default_factory=list)
     uncited: bool = False
     """True when the model answered but cited none of the passages it was given."""
+    grounding: dict | None = None
+    """Per reply sentence: the passage (id) and sentence that support it best, and whether that suffices."""
+
+    @property
+    def needs_review(self) -> bool:
+        """An answered reply that cites nothing or rests mostly on nothing in the knowledge base."""
+        faith = (self.grounding or {}).get("faithfulness")
+        return not self.handed_over and bool(self.text) and (self.uncited or (faith is not None and faith < 0.5))
 
     def to_dict(self) -> dict:
         """JSON form (CLI --json and the HTTP API)."""
         return {
             "reply": self.text, "citations": self.citations, "uncited": self.uncited,
+            "needs_review": self.needs_review, "grounding": self.grounding,
             "handed_over": self.handed_over,
             "confidence": round(self.confidence, 4), "safety": self.safety,
             "passages": [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)}
@@ -116,8 +132,28 @@ def answer(backend, index: Index, question: str, k: int = 3, min_confidence: flo
         sources = ("来源" if lang == "zh" else "Sources") + ": " + ", ".join(f"[{i}]" for i in cited)
     else:
         sources = NO_CITATION[lang]
+    grounding = ground_reply(out.text, hits, lang)
+    if cited and grounding["faithfulness"] is not None and grounding["faithfulness"] < 0.5:
+        sources += "\n" + UNGROUNDED[lang]
     return SupportReply(f"{out.text}\n\n{sources}", cited, False, confidence, hits,
-                        [gate.to_dict(), out.to_dict()], uncited=not cited)
+                        [gate.to_dict(), out.to_dict()], uncited=not cited, grounding=grounding)
+
+
+def ground_reply(text: str, hits: list[Hit], lang: str) -> dict:
+    """Each reply sentence with the passage sentence that supports it best (ids kept), and the supported share."""
+    from weaver.eval.explain import explain, split_sentences
+
+    owners, sentences = [], []
+    for h in hits:
+        for sent in split_sentences(h.text, lang):
+            owners.append(h.id)
+            sentences.append(sent)
+    ex = explain("\n".join(sentences), re.sub(r"\[[\w.-]+\]", "", text), lang=lang, source_sentences=sentences)
+    return {"faithfulness": ex.faithfulness, "sentences": [
+        {"text": s.text, "supported": s.supported, "score": round(s.score, 4),
+         "passage": owners[s.sources[0][0]] if s.sources else None,
+         "source": sentences[s.sources[0][0]] if s.sources else None,
+         "unsupported_entities": s.unsupported_entities} for s in ex.sentences]}
 
 
 def make_router(index_path: str, backend_factory, policy: SafetyPolicy | None = None):
