@@ -250,6 +250,10 @@ class EvalConfig:
     """Compute semantic similarity with the offline sentence-embedding model when installed."""
     perplexity: bool = True
     """Compute each model's perplexity of the references (teacher-forced, given the prompt)."""
+    grounding: bool | None = None
+    """Faithfulness: share of output sentences supported by the input, and of sentences with invented
+    numbers/names (weaver.eval.explain); unsupported sentences are highlighted in the examples.
+    None = on for the tasks whose output should rest on the input (summarize, headline)."""
     examples: int = 8
     """Side-by-side examples shown in report.md / report.html."""
     zh_tokens: str = "char"

@@ -86,7 +86,8 @@ def test_evaluate_writes_all_outputs_and_a_self_contained_html(tiny_run, tmp_pat
     data = json.loads((out / "report.json").read_text())
     assert data["n"] == 5 and data["base"] == str(tiny_model_dir)  # the run's base model by default
     assert data["config"]["model"]["name"] == str(run)
-    assert set(data["metrics"]) >= {"rouge1", "rougeL", "bleu", "chrf", "perplexity", "distinct1", "repeat3"}
+    assert set(data["metrics"]) >= {"rouge1", "rougeL", "bleu", "chrf", "perplexity", "distinct1", "repeat3",
+                                    "faithfulness", "invented"}
     for m in data["metrics"].values():
         assert m["low"] <= m["delta"] <= m["high"]
     assert data["speed"]["tuned"]["tokens_per_s"] > 0 and "torch" in data["versions"]
@@ -95,6 +96,8 @@ def test_evaluate_writes_all_outputs_and_a_self_contained_html(tiny_run, tmp_pat
     assert [p["id"] for p in preds] == list("abcde")
     assert preds[0]["references"] == ["The train is late.", "A late train is discussed."]
     assert {"input", "references", "base", "tuned", "prompt"} <= set(preds[0])
+    assert set(preds[0]["grounding"]) == {"base", "tuned"} and set(preds[0]["grounding"]["tuned"]) == {
+        "unsupported", "invented"}
     assert preds[0]["base"] != preds[0]["tuned"] or preds[1]["base"] != preds[1]["tuned"]
     assert report.metrics["rougeL"]["base"] == pytest.approx(data["metrics"]["rougeL"]["base"])
 
@@ -155,3 +158,23 @@ def test_references_and_language_detection():
     assert references(rec) == ["A.", "B."]
     assert metric_lang([["这是一个中文标题"]]) == "zh"
     assert metric_lang([["An English title"]]) == "en"
+
+
+def test_grounding_scores_and_highlighted_examples():
+    from weaver.eval.report import _examples_html, to_markdown
+    from weaver.eval.scoring import grounding
+
+    sources = ["#Person1#: The meeting moved to Friday. #Person2#: I will tell the team.",
+               "#Person1#: Lunch at noon?"]
+    outputs = ["The meeting moved to Friday. The CEO resigned in 2019.", ""]
+    scores, details = grounding(sources, outputs, "en")
+    assert scores["faithfulness"] == [50.0, 0.0] and scores["invented"] == [50.0, 0.0]
+    assert details[0] == {"unsupported": ["The CEO resigned in 2019."], "invented": ["2019"]}
+    preds = [{"id": "x", "input": sources[0], "references": ["r"], "tuned": outputs[0] + " <b>",
+              "grounding": {"tuned": details[0]}}]
+    page = _examples_html(preds)
+    assert "<mark class='unsup'>The CEO resigned in 2019.</mark>" in page and "&lt;b&gt;" in page
+    assert "not in the input: 2019" in page
+    data = {"model": "m", "base": None, "task": "summarize", "n": 1, "lang": "en", "metrics": {}, "speed": {},
+            "notes": []}
+    assert "- unsupported by the input: The CEO resigned in 2019." in to_markdown(data, preds, 1)

@@ -21,6 +21,7 @@ from weaver.config import atomic_write_text
 
 BAR_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "semantic")
 CSS = """
+mark.unsup{background:#fde2e2}.note{color:#555;font-size:.9em}
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
@@ -172,6 +173,11 @@ def to_markdown(data: dict, predictions: list[dict], n_examples: int) -> str:
                   _quote(p["references"][0]), ""]
         for k in systems:
             lines += [f"**{k}**", "", _quote(p[k]), ""]
+            g = p.get("grounding", {}).get(k)
+            if g and (g["unsupported"] or g["invented"]):
+                lines += [f"- unsupported by the input: {s}" for s in g["unsupported"]]
+                lines += [f"- not in the input: {', '.join(g['invented'])}"] if g["invented"] else []
+                lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -218,10 +224,31 @@ def _examples_html(predictions: list[dict]) -> str:
     head = "<tr><th>input</th><th>reference</th>" + "".join(f"<th>{k}</th>" for k in systems) + "</tr>"
     rows = "".join(
         f"<tr><td>{e(p['input'][:1500])}</td><td>{e(p['references'][0])}</td>"
-        + "".join(f"<td>{e(p[k])}</td>" for k in systems) + "</tr>"
+        + "".join(f"<td>{_marked(p[k], p.get('grounding', {}).get(k))}</td>" for k in systems) + "</tr>"
         for p in predictions
     )
-    return f"<h2>Side by side</h2><table class='ex'>{head}{rows}</table>"
+    note = ("<p class='note'><mark class='unsup'>Highlighted</mark>: sentences the input does not support "
+            "(weaver.eval.explain); invented numbers and names are listed under each output.</p>"
+            if any("grounding" in p for p in predictions) else "")
+    return f"<h2>Side by side</h2>{note}<table class='ex'>{head}{rows}</table>"
+
+
+def _marked(text: str, g: dict | None) -> str:
+    """An output, escaped, with its unsupported sentences highlighted and its invented entities listed."""
+    e = html.escape
+    if not g:
+        return e(text)
+    out, pos = [], 0
+    for sent in g.get("unsupported", []):
+        i = text.find(sent, pos)
+        if i < 0:
+            continue
+        out += [e(text[pos:i]), f"<mark class='unsup'>{e(sent)}</mark>"]
+        pos = i + len(sent)
+    out.append(e(text[pos:]))
+    if g.get("invented"):
+        out.append(f"<br><small>not in the input: {e(', '.join(g['invented']))}</small>")
+    return "".join(out)
 
 
 def write_report(report, run_dir: Path | None, n_examples: int = 8) -> None:

@@ -24,7 +24,9 @@ from typing import Any
 from weaver.config import RunConfig, to_dict, versions
 from weaver.errors import ConfigError
 from weaver.eval import metrics as M
-from weaver.eval.scoring import compare, score_outputs
+from weaver.eval.scoring import compare, grounding, score_outputs
+
+GROUNDED_TASKS = ("summarize", "headline")  # outputs that should rest on the input: faithfulness by default
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +229,15 @@ def evaluate(cfg: RunConfig) -> Report:
     refs_list = [references(r) for r in records]
     lang = metric_lang(refs_list)
     params = sampling_params(cfg)
+    ground = cfg.eval.grounding if cfg.eval.grounding is not None else cfg.data.task in GROUNDED_TASKS
     systems: dict[str, dict] = {}
     for label, spec in (("base", base_spec), ("tuned", model_spec)):
         if spec is None:
             continue
         log.info("evaluating %s (%s) on %d examples", label, spec, len(records))
         systems[label] = run_model(spec, cfg, prompts, [r[0] for r in refs_list], params, label)
+        if ground:
+            systems[label]["grounding"] = grounding([r.input for r in records], systems[label]["outputs"], lang)
         systems[label]["scores"] = score_outputs(systems[label], refs_list, lang, cfg.eval)
     metrics = compare(systems, lang, cfg.eval.bootstrap, seed=cfg.generate.seed)
     data = {
@@ -247,7 +252,9 @@ def evaluate(cfg: RunConfig) -> Report:
     }
     predictions = [
         {"id": r.id, "source": r.source, "input": r.input, "prompt": prompts[i], "references": refs_list[i],
-         **{label: systems[label]["outputs"][i] for label in systems}}
+         **{label: systems[label]["outputs"][i] for label in systems},
+         **({"grounding": {label: systems[label]["grounding"][1][i] for label in systems}}
+            if ground else {})}
         for i, r in enumerate(records)
     ]
     report = Report(out_dir, data, predictions)

@@ -43,15 +43,34 @@ METRICS = [
     Metric("distinct1", "Distinct-1", "higher"),
     Metric("distinct2", "Distinct-2", "higher"),
     Metric("repeat3", "Repeated 3-grams %", "lower"),
+    Metric("faithfulness", "Supported sentences % (grounding)", "higher"),
+    Metric("invented", "Sentences with invented numbers/names %", "lower"),
 ]
 BY_NAME = {m.name: m for m in METRICS}
+
+
+def grounding(sources: list[str], outputs: list[str], lang: str) -> tuple[dict[str, list], list[dict]]:
+    """Per-example faithfulness (share of output sentences supported by the source, 0-100; an empty output
+    supports nothing: 0) and invented share (sentences with a number/name the source lacks, 0-100), plus each
+    example's unsupported sentences and invented entities for the report (weaver.eval.explain)."""
+    from weaver.eval.explain import explain
+
+    faith, invented, details = [], [], []
+    for src, out in zip(sources, outputs):
+        ex = explain(src, out, lang=lang)
+        faith.append(100.0 * (ex.faithfulness or 0.0))
+        invented.append(100.0 * (ex.invented_share or 0.0))
+        details.append({"unsupported": [s.text for s in ex.sentences if not s.supported],
+                        "invented": sorted({e for s in ex.sentences for e in s.unsupported_entities})})
+    return {"faithfulness": faith, "invented": invented}, details
 
 
 def score_outputs(system: dict[str, Any], refs_list: list[list[str]], lang: str, eval_cfg) -> dict[str, list]:
     """Per-example values (or statistics rows) of every metric for one system's outputs.
 
     Args:
-        system: {"outputs": [...]} plus "nll"/"tokens" when perplexity was computed.
+        system: {"outputs": [...]} plus "nll"/"tokens" when perplexity was computed and "grounding" (the
+            result of `grounding`) when faithfulness was measured.
         refs_list: references per example.
         lang: "en" or "zh".
         eval_cfg: EvalConfig (semantic, zh_tokens).
@@ -71,6 +90,8 @@ def score_outputs(system: dict[str, Any], refs_list: list[list[str]], lang: str,
     out["distinct1"] = M.distinct_n(preds, 1, lang)
     out["distinct2"] = M.distinct_n(preds, 2, lang)
     out["repeat3"] = M.repeated_ngram_rate(preds, 3, lang)
+    if "grounding" in system:
+        out.update(system["grounding"][0])
     return out
 
 
