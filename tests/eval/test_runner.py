@@ -178,3 +178,20 @@ def test_grounding_scores_and_highlighted_examples():
     data = {"model": "m", "base": None, "task": "summarize", "n": 1, "lang": "en", "metrics": {}, "speed": {},
             "notes": []}
     assert "- unsupported by the input: The CEO resigned in 2019." in to_markdown(data, preds, 1)
+
+
+def test_chinese_scores_report_both_rouge_units():
+    from weaver.config import EvalConfig
+    from weaver.eval import metrics as M
+    from weaver.eval.scoring import compare, score_outputs
+
+    preds, refs = ["我爱北京天安门", "今天天气很好"], [["我爱北京"], ["今天的天气不错"]]
+    for unit, other in (("char", "word"), ("word", "char")):
+        scores = score_outputs({"outputs": preds}, refs, "zh", EvalConfig(semantic=False, zh_tokens=unit))
+        assert scores["rougeL"] == [r["rougeL"] for r in M.rouge(preds, refs, "zh", unit)]
+        assert scores[f"rougeL_{other}"] == [r["rougeL"] for r in M.rouge(preds, refs, "zh", other)]
+        assert scores["rougeL"] != scores[f"rougeL_{other}"]
+    table = compare({"tuned": {"scores": scores}}, "zh", 100)
+    assert table["rougeL_char"]["label"] == "ROUGE-L (characters)" and "rougeL_word" not in table
+    en = score_outputs({"outputs": ["a b"]}, [["a b"]], "en", EvalConfig(semantic=False))
+    assert not any(k.endswith(("_word", "_char")) for k in en)

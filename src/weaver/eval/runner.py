@@ -266,7 +266,10 @@ def _notes(cfg: RunConfig, lang: str) -> list[str]:
     notes = ["ROUGE/semantic: best over each example's references; BLEU/chrF: corpus-level, multi-reference."]
     if lang == "zh":
         unit = "jieba words" if cfg.eval.zh_tokens == "word" else "characters"
-        notes.append(f"Chinese ROUGE is computed on {unit}; BLEU uses sacrebleu's zh tokenizer.")
+        other = "characters" if cfg.eval.zh_tokens == "word" else "jieba words"
+        notes.append(f"Chinese ROUGE is computed on {unit}, and again on {other} in the rows so named (published "
+                     "Chinese results use both); BLEU is BLEU-4 on characters (sacrebleu's zh tokenizer splits "
+                     "every CJK character).")
     else:
         notes.append("ROUGE: rouge-score with Porter stemming.")
     if cfg.eval.semantic and not M.embedder_available():

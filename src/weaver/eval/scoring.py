@@ -35,6 +35,12 @@ METRICS = [
     Metric("rouge2", "ROUGE-2", "higher"),
     Metric("rougeL", "ROUGE-L", "higher"),
     Metric("rougeLsum", "ROUGE-Lsum", "higher"),
+    Metric("rouge1_word", "ROUGE-1 (jieba words)", "higher"),
+    Metric("rouge2_word", "ROUGE-2 (jieba words)", "higher"),
+    Metric("rougeL_word", "ROUGE-L (jieba words)", "higher"),
+    Metric("rouge1_char", "ROUGE-1 (characters)", "higher"),
+    Metric("rouge2_char", "ROUGE-2 (characters)", "higher"),
+    Metric("rougeL_char", "ROUGE-L (characters)", "higher"),
     Metric("bleu", "BLEU", "higher", "bleu"),
     Metric("chrf", "chrF", "higher", "chrf"),
     Metric("semantic", "Semantic similarity", "higher"),
@@ -80,6 +86,10 @@ def score_outputs(system: dict[str, Any], refs_list: list[list[str]], lang: str,
     preds = system["outputs"]
     rouge = M.rouge(preds, refs_list, lang, eval_cfg.zh_tokens)
     out: dict[str, list] = {k: [r[k] for r in rouge] for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+    if lang == "zh":  # the Chinese field reports both units: characters and jieba words (LLaMA-Factory's)
+        other = "word" if eval_cfg.zh_tokens == "char" else "char"
+        second = M.rouge(preds, refs_list, lang, other)
+        out.update({f"{k}_{other}": [r[k] for r in second] for k in ("rouge1", "rouge2", "rougeL")})
     out["bleu"] = M.bleu_stats(preds, refs_list, lang)
     out["chrf"] = M.chrf_stats(preds, refs_list)
     if eval_cfg.semantic and M.embedder_available():
