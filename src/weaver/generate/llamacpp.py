@@ -50,7 +50,7 @@ class LlamaCppGenerator:
     """Generation on a GGUF model through llama.cpp's server (xllamacpp): thread-safe, `n_parallel` slots."""
 
     def __init__(self, model_path: str | os.PathLike, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_parallel: int = 4):
+                 n_parallel: int = 4, loras: dict[str, Path] | None = None):
         xlc = _require_llama_cpp("--backend llamacpp")
         path = Path(model_path)
         if not path.is_file():
@@ -70,6 +70,10 @@ class LlamaCppGenerator:
         params.api_keys = [self._key]
         for cpu in (params.cpuparams, params.cpuparams_batch):
             cpu.n_threads = n_threads or DEFAULT_THREADS
+        # GGUF LoRA files (weaver.models.gguf_lora), loaded once, off unless a request names one (`adapter=`)
+        self.loras = list(loras or {})
+        params.lora_adapters = [xlc.CommonAdapterLoraInfo(str(f), 1.0) for f in (loras or {}).values()]
+        params.lora_init_without_apply = True
         try:
             self.server = xlc.Server(params)
         except RuntimeError as exc:
@@ -94,7 +98,8 @@ class LlamaCppGenerator:
         with urllib.request.urlopen(req, timeout=60) as reply:
             return json.loads(reply.read())["tokens"]
 
-    def request(self, ids: list[int], p: SamplingParams, seed: int | None, max_tokens: int | None = None) -> dict:
+    def request(self, ids: list[int], p: SamplingParams, seed: int | None, max_tokens: int | None = None,
+                adapter: str | None = None) -> dict:
         """The llama-server completion request for a prompt: our sampling settings spelled out, none left to
         llama.cpp's defaults (top_k 40, min_p 0.05, a 64-token penalty window).
 
@@ -119,6 +124,10 @@ class LlamaCppGenerator:
             body["stop"] = [s for s in p.stop if s]
         if seed is not None:
             body["seed"] = seed
+        if self.loras:
+            if adapter is not None and adapter not in self.loras:
+                raise WeaverError(f"adapter {adapter!r} is not loaded; loaded: {', '.join(self.loras)}")
+            body["lora"] = [{"id": i, "scale": float(name == adapter)} for i, name in enumerate(self.loras)]
         return body
 
     def generate(
