@@ -6,8 +6,9 @@
 CSV: the first row names the columns; fields may be quoted ("a, b"), a quoted field may span lines and
 doubles its quotes (""). A record reports the line it starts on. A quote that is never closed, or a
 quoted field that runs over several lines and leaves the row with the wrong number of fields, is the
-sign of a stray quote swallowing the rows after it: that row is reported at its line and the lines it
-swallowed are read again as rows of their own, so every row is counted.
+sign of a stray quote swallowing the rows after it, and so are a multi-line field closed by a quote with
+more text after it, and one of SWALLOW_LINES lines or more that mostly read as rows themselves: that row is
+reported at its line and the lines it swallowed are read again as rows of their own, so every row counts.
 TSV (.tsv/.tab): one record per line, fields separated by tabs, no quoting: quotes are kept as written
 (a warning says how many fields look quoted). A record may be up to MAX_RECORD_BYTES long; a longer one
 is reported at its line and skipped (csv.field_size_limit is raised to that limit for the process).
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 """Where a line ending in a lone carriage return splits (old Mac files), as csv's own newline='' reading."""
+
+
+SWALLOW_LINES = 10
+"""A quoted field with at least this many lines inside it, most of them shaped like rows, swallowed them."""
+ROW_LIKE_SHARE = 0.8
 
 
 class RecordTooLong(Exception):
@@ -134,13 +140,12 @@ def iter_table(path: Path, f: BinaryIO, delimiter: str) -> Iterator[Row]:
             where = f"{path}:{lines.taken[0][0] if lines.taken else '?'}"
             yield where, Problem(where, None, f"cannot be read as {'TSV' if tsv else 'CSV'} ({exc})", "columns")
             continue
-        start, end = lines.taken[0][0], lines.taken[-1][0]
-        where = f"{path}:{start}"
+        where = f"{path}:{lines.taken[0][0]}"
         if not any(c.strip() for c in cells):
             continue
-        if lines.hit_end or (end > start and len(cells) != len(header)):
-            yield where, Problem(where, None, _stray_quote(start, end, len(cells), len(header), lines.hit_end),
-                                 "quote")
+        swallowed = _swallowed(lines, len(cells), len(header))
+        if swallowed:
+            yield where, Problem(where, None, swallowed, "quote")
             lines.reread_after_first()
             continue
         if len(cells) != len(header):
@@ -173,16 +178,36 @@ def _header(path: Path, reader, lines: _Lines) -> list[str] | None:
     return header
 
 
-def _stray_quote(start: int, end: int, cells: int, columns: int, hit_end: bool) -> str:
-    """The Problem text for a row whose quoted field swallowed the lines after it."""
-    if hit_end and start == end:
-        return "a quote (\") opened on this line is never closed (remove the stray quote, or double it as \"\")"
-    if hit_end:
-        return (f"a quote (\") opened on this line is never closed, so it swallowed {_span(start + 1, end)} to the "
-                "end of the file; they are read as rows of their own (remove the stray quote, or double it as \"\")")
-    return (f"row has {cells} fields but the header has {columns}, with a quoted field running from line {start} "
-            f"to {end}: a stray quote (\") probably swallowed {_span(start + 1, end)}; they are read as rows of "
-            "their own")
+def _swallowed(lines: _Lines, cells: int, columns: int) -> str | None:
+    """Why the record just read looks like a stray quote swallowing the lines after it (None if it does not).
+
+    Signs: the quote is never closed; a field spanning lines leaves the row with the wrong number of fields,
+    or is closed by a quote that is not followed by a comma or the line's end (strict CSV refuses it); or
+    it spans SWALLOW_LINES lines or more, most of which read as rows of the header's width on their own.
+    """
+    start, end = lines.taken[0][0], lines.taken[-1][0]
+    again = "; they are read as rows of their own (remove the stray quote, or double it as \"\")"
+    if lines.hit_end:
+        if start == end:
+            return "a quote (\") opened on this line is never closed (remove the stray quote, or double it as \"\")"
+        return f"a quote (\") opened on this line is never closed, so it swallowed {_span(start + 1, end)}" + again
+    if end == start:
+        return None
+    if cells != columns:
+        return (f"row has {cells} fields but the header has {columns}, with a quoted field running from line "
+                f"{start} to {end}: a stray quote probably swallowed {_span(start + 1, end)}" + again)
+    texts = [text for _, text in lines.taken]
+    try:
+        list(csv.reader(texts, strict=True))
+    except csv.Error:
+        return (f"a quoted field running from line {start} to {end} is closed by a quote followed by more text: "
+                f"a stray quote probably swallowed {_span(start + 1, end)}" + again)
+    inner = [cells for cells in csv.reader(texts[1:-1]) if cells]
+    like_rows = sum(len(cells) == columns for cells in inner)
+    if len(texts) - 2 >= SWALLOW_LINES and like_rows >= ROW_LIKE_SHARE * len(inner):
+        return (f"a quoted field runs from line {start} to {end}, and {like_rows} of the lines inside it read as "
+                f"rows of {columns} fields: a stray quote probably swallowed them" + again)
+    return None
 
 
 def _span(first: int, last: int) -> str:
