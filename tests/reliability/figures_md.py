@@ -52,6 +52,10 @@ ROWS = [
     ("Half-sent requests closed with 408 / longest held (s)", "read_timeout",
      lambda f: f"{f['half_sent_requests']} / {f['longest_held_s']} (--read-timeout {f['read_timeout_s']:g})"),
     ("Unsupported OpenAI fields asked for: answered 400", "unsupported_fields", lambda f: f"{f['requests']}"),
+    ("`weaver data check` peak memory (MiB): 50 MB record / 2 GiB sparse file / one-record file", "hostile_data",
+     lambda f: f"{f['rss_mb_50mb_record']} / {f['rss_mb_2gib_sparse_file']} / {f['rss_mb_tiny_file']}"),
+    ("Reading 20 000 records: JSON array vs JSON Lines (s)", "hostile_data",
+     lambda f: f"{f['json_array_20k_s']} vs {f['jsonl_20k_s']}"),
 ]
 
 
