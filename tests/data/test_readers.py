@@ -224,3 +224,49 @@ def test_missing_and_unknown_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(DataError, match="holds no records"):
         read_records(tmp_path / "empty.jsonl")
+
+
+def test_json_array_read_in_tiny_chunks_equals_json_loads(tmp_path, monkeypatch):
+    """Elements, numbers, escapes and multi-byte characters cut at every chunk boundary decode as json.loads does,
+    with the line each element starts on."""
+    import weaver.data.jsontext as jsontext
+
+    rows = [{"input": f"caf\u00e9 \u4e2d {i} \\\"q\" \U0001f600", "output": str(i), "n": i * 1.5e-3, "m": [1e300, -0]}
+            for i in range(12)]
+    path = tmp_path / "a.json"
+    path.write_text("\ufeff" + json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+    for chunk in (1, 2, 3, 7, 64):
+        monkeypatch.setattr(jsontext, "CHUNK", chunk)
+        result = read_file(path)
+        assert [(r.input, r.output, r.meta["n"]) for r in result.records] == [
+            (r["input"], r["output"], r["n"]) for r in rows]
+        assert [r.source.rsplit(":", 1)[1] for r in result.records] == [str(2 + 9 * i) for i in range(12)]
+    path.write_text('[\n {"input": "a", "output": "b"},\n {"input": "c", "output" "d"}\n]\n')
+    monkeypatch.setattr(jsontext, "CHUNK", 5)
+    with pytest.raises(DataError, match=r"a\.json:3: invalid JSON \(Expecting ':' delimiter at line 3 column 26\)"):
+        read_records(path)
+
+
+def test_physical_lines_match_split_for_any_chunk_and_limit(monkeypatch):
+    import io
+    import random
+
+    import weaver.data.rows as rows
+
+    rng = random.Random(7)
+    for _ in range(500):
+        monkeypatch.setattr(rows, "CHUNK", rng.choice([1, 2, 5, 16]))
+        limit = rng.choice([1, 3, 8, 50])
+        data = bytes(rng.choice(b"ab\n") for _ in range(rng.randrange(40)))
+        parts = data.split(b"\n")
+        expected = [(i + 1, rows.TooLong(len(p) + (i < len(parts) - 1)) if len(p) > limit else
+                     p + b"\n" * (i < len(parts) - 1)) for i, p in enumerate(parts) if p or i < len(parts) - 1]
+        assert list(rows.physical_lines(io.BytesIO(data), limit)) == expected, (data, limit)
+
+
+def test_csv_lone_carriage_returns_and_bom(tmp_path):
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"\xef\xbb\xbfinput,output\ra,b\r\"multi\rline\",d\r")
+    recs = read_records(path)
+    got = [(r.input, r.output, r.source.rsplit(":", 1)[1]) for r in recs]
+    assert got == [("a", "b", "2"), ("multi\rline", "d", "3")]
