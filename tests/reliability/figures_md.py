@@ -56,6 +56,9 @@ ROWS = [
      lambda f: f"{f['rss_mb_50mb_record']} / {f['rss_mb_2gib_sparse_file']} / {f['rss_mb_tiny_file']}"),
     ("Reading 20 000 records: JSON array vs JSON Lines (s)", "hostile_data",
      lambda f: f"{f['json_array_20k_s']} vs {f['jsonl_20k_s']}"),
+    ("YAML alias bomb (9**8 strings) refused: run config / safety policy (bytes, s, peak MiB)", "yaml_alias_bombs",
+     lambda f: f"{f['config_bytes']} B, {f['config_refused_s']} s, {f['config_peak_mib']} MiB / "
+               f"{f['policy_bytes']} B, {f['policy_refused_s']} s, {f['policy_peak_mib']} MiB"),
 ]
 
 
