@@ -7,6 +7,8 @@
 Prints counts, token-length percentiles of prompts and outputs in the model's tokenizer, the language
 mix, duplicates and the overlap between train/dev/test. Malformed records are listed as file:line
 messages and the command exits non-zero (3), unless --on-error skip, which reports and ignores them.
+Files are streamed: one record may be up to 32 MiB (a longer one is malformed at its line), so memory
+stays bounded whatever the file; a FIFO or device is refused as not a regular file.
 """
 
 from __future__ import annotations
