@@ -164,14 +164,51 @@ def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):
     assert "data: [DONE]" in streamed
 
 
-def test_serve_llamacpp_refuses_extra_adapters(tiny_run):
+def test_serve_llamacpp_serves_several_lora_adapters_on_one_base(tiny_run, tiny_model_dir, tiny_gguf, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from safetensors.torch import load_file, save_file
+
     from weaver.errors import ConfigError
+    from weaver.serve.app import create_app
     from weaver.serve.backend import make_backend
     from weaver.serve.settings import ServeSettings
 
-    backend = make_backend(ServeSettings(model=str(tiny_run), backend="llamacpp", adapters={"x": str(tiny_run)}))
-    with pytest.raises(ConfigError, match="--adapter"):
-        backend.plan()
+    other = shutil.copytree(tiny_run, tmp_path / "other-run")
+    weights_file = other / "adapter" / "adapter_model.safetensors"
+    save_file({k: -v if "lora_B" in k else v for k, v in load_file(weights_file).items()}, weights_file)
+    settings = ServeSettings(model=str(tiny_model_dir), backend="llamacpp", threads=1,
+                             adapters={"news": str(tiny_run), "ads": str(other)})
+    body = {"messages": PROMPT, "max_tokens": 8, "temperature": 0, "repetition_penalty": 1.3}
+    with TestClient(create_app(settings)) as http:
+        wait_healthy(http)
+        models = {m["id"] for m in http.get("/v1/models").json()["data"]}
+        assert models == {"news", "ads", tiny_model_dir.name}
+        replies = {}
+        for model in sorted(models):
+            reply = http.post("/v1/chat/completions", json={**body, "model": model})
+            assert reply.status_code == 200, reply.text
+            replies[model] = reply.json()["choices"][0]["message"]["content"].strip()
+    _, tok = _hf_merged(tiny_run)
+    merged = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
+    params = SamplingParams(max_new_tokens=8, repetition_penalty=1.3)
+    [[want]] = merged.generate([render_messages(tok, PROMPT)], params)
+    assert want.text and replies["news"] == want.text  # the adapter picked per request = the merged run
+    # the base and the other adapter answer differently from news (the tiny random model gives both an empty text)
+    assert replies["news"] not in (replies["ads"], replies[tiny_model_dir.name])
+    not_a_run = {"x": str(tiny_model_dir)}
+    bad = make_backend(ServeSettings(model=str(tiny_model_dir), backend="llamacpp", adapters=not_a_run))
+    with pytest.raises(ConfigError, match="--adapter x="):
+        bad.plan()
+
+
+def wait_healthy(http, seconds: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while http.get("/health").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.mark.integration

@@ -318,35 +318,57 @@ def load_generator(
 class LlamaCppBackend(Backend):
     """`weaver serve --backend llamacpp`: the server's token-level Backend on llama.cpp (see weaver.serve.backend).
 
-    One model per process: a tuned run is served merged (its GGUF export), so extra --adapter runs are refused.
-    The rows of a batch are decoded together in llama.cpp's parallel slots.
+    Without --adapter a tuned run is served merged (its GGUF export). With --adapter, the base model's GGUF is
+    served and every LoRA run (the --model run too) is a GGUF LoRA file applied per request, as the
+    transformers backend does. The rows of a batch are decoded together in llama.cpp's parallel slots.
     """
 
     quant = "q8_0"
 
     def plan(self) -> None:
         _require_llama_cpp("--backend llamacpp")
-        if self.settings.adapters:
-            raise ConfigError("--backend llamacpp serves one merged model: drop --adapter or use --backend "
-                              "transformers")
         resolved = resolve(self.settings.model)
-        if resolved.adapter_dir is not None:
+        self.lora_runs: dict[str, str] = {}
+        runs = dict(self.settings.adapters)
+        if runs and resolved.adapter_dir is not None:
+            runs = {Path(resolved.run_dir or resolved.adapter_dir).expanduser().resolve().name: self.settings.model,
+                    **runs}
+        for name, spec in runs.items():
+            res = resolve(spec)
+            if res.adapter_dir is None:
+                raise ConfigError(f"--adapter {name}={spec}: not a tuned run or adapter folder "
+                                  "(no adapter_config.json)")
+            if Path(res.base_dir).resolve() != Path(resolved.base_dir).resolve():
+                raise ConfigError(f"--adapter {name}={spec} was tuned from {res.base_spec}, not from the served base "
+                                  f"model {resolved.base_spec or self.settings.model}; serve it in another process")
+            if name in self.lora_runs:
+                raise ConfigError(f"model id {name!r} is given twice; choose distinct names with --adapter NAME=RUN")
+            self.lora_runs[name] = spec
+            data_cfg = _run_data_config(res.run_dir)
+            if data_cfg is not None:
+                self.data_configs[name] = data_cfg
+        if resolved.adapter_dir is not None and not runs:
             model_id = Path(resolved.run_dir or resolved.adapter_dir).expanduser().resolve().name
             data_cfg = _run_data_config(resolved.run_dir)
             if data_cfg is not None:
                 self.data_configs[model_id] = data_cfg
         else:
-            model_id = _base_id(self.settings.model)
-        self.model_ids = {model_id: None}
-        self.default_model = model_id
+            model_id = _base_id(resolved.base_spec or self.settings.model)
+        if model_id in self.lora_runs:
+            raise ConfigError(f"model id {model_id!r} is used by both the base model and an adapter; "
+                              "rename the adapter")
+        self.model_ids = {**{name: name for name in self.lora_runs}, model_id: None}
+        self.default_model = next(iter(self.model_ids))
+        self.base_spec = (resolved.base_spec or self.settings.model) if self.lora_runs else self.settings.model
 
     def load(self) -> None:
         from weaver.models.loading import load_tokenizer
 
         if not self.model_ids:
             self.plan()
-        self.gen = LlamaCppGenerator(gguf_for(self.settings.model, self.quant), n_ctx=4096,
-                                     n_threads=self.settings.threads, n_parallel=max(1, self.settings.max_batch))
+        loras = {name: _lora_file(spec) for name, spec in self.lora_runs.items()}
+        self.gen = LlamaCppGenerator(gguf_for(self.base_spec, self.quant), n_ctx=4096, n_threads=self.settings.threads,
+                                     n_parallel=max(1, self.settings.max_batch), loras=loras)
         self.tokenizer = load_tokenizer(self.settings.model)
         self.context_window = self.gen.n_ctx
         self.eos_ids = {i for i in (self.gen.eos_id, self.tokenizer.eos_token_id) if i is not None}
@@ -358,12 +380,12 @@ class LlamaCppBackend(Backend):
             row.decoder = RowDecoder(row, self.tokenizer, self.eos_ids)
         seeds = [None if params.seed is None else params.seed + i for i in range(len(rows))]
         with ThreadPoolExecutor(max_workers=self.gen.n_parallel) as pool:
-            for future in [pool.submit(self._run_row, row, sampling, seed) for row, seed in zip(rows, seeds)]:
+            for future in [pool.submit(self._run_row, row, sampling, seed, adapter) for row, seed in zip(rows, seeds)]:
                 future.result()
 
-    def _run_row(self, row, sampling: SamplingParams, seed: int | None) -> None:
+    def _run_row(self, row, sampling: SamplingParams, seed: int | None, adapter: str | None) -> None:
         """Stream one row's token ids (logprobs carry them) into its RowDecoder, which applies stop strings."""
-        body = {**self.gen.request(row.prompt_ids, sampling, seed, row.max_new_tokens), "logprobs": 1}
+        body = {**self.gen.request(row.prompt_ids, sampling, seed, row.max_new_tokens, adapter), "logprobs": 1}
         reason = "length"
         # a finished row (stop string, token limit, EOS, cancel, deadline) answers check() with True: generation ends
         for chunk in self.gen.stream_chunks(body, row.decoder.check):
@@ -373,3 +395,19 @@ class LlamaCppBackend(Backend):
             if choice.get("finish_reason") == "stop":
                 reason = "stop"
         row.decoder.finish(reason)
+
+
+def _lora_file(spec: str) -> Path:
+    """A run's LoRA as a GGUF LoRA file, exported once into `$WEAVER_HOME/gguf-exports/` (keyed by its hash)."""
+    from weaver.models.gguf_lora import export_lora_gguf
+
+    adapter_dir = resolve(spec).adapter_dir
+    digest = hashlib.sha256(b"lora")
+    for f in sorted(Path(adapter_dir).iterdir()):
+        if f.is_file() and f.suffix in (".safetensors", ".json"):
+            digest.update(f.name.encode() + sha256_file(f).encode())
+    target = weaver_home() / "gguf-exports" / f"{Path(str(spec)).name}-{digest.hexdigest()[:16]}-lora.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        export_lora_gguf(spec, target)
+    return target
