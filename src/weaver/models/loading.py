@@ -145,6 +145,25 @@ def _adapter_in(path: Path) -> Path | None:
     return None
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _require_safetensors(folder: Path, what: str) -> None:
+    """Refuse a model or adapter folder whose weights are only pickles (loading a pickle can run code).
+
+    Raises:
+        ModelNotFoundError: weights in pickle files and none in safetensors.
+    """
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelNotFoundError(
+            f"the {what} in {folder} is stored only as pickle files ({', '.join(pickles[:3])}), which can run code "
+            "when loaded; Weaver loads safetensors only: convert it where you trust it (load it, then "
+            "save_pretrained(dir, safe_serialization=True)) and pass that folder")
+
+
 def resolve(spec: str | os.PathLike, _chain: tuple[str, ...] = ()) -> ResolvedModel:
     """Resolve a model spec to local folders, converting a GGUF on first use.
 
@@ -162,6 +181,7 @@ def resolve(spec: str | os.PathLike, _chain: tuple[str, ...] = ()) -> ResolvedMo
     if path.is_dir():
         adapter = _adapter_in(path)
         if adapter is not None:
+            _require_safetensors(adapter, "adapter")
             base, chain = _run_base(path, adapter), (*_chain, str(path.resolve()))
             if str(Path(base).expanduser().resolve()) in chain:
                 raise ModelNotFoundError(f"the base model of the run {chain[0]} leads back to itself (model.name in "
@@ -169,8 +189,10 @@ def resolve(spec: str | os.PathLike, _chain: tuple[str, ...] = ()) -> ResolvedMo
                                          "it was tuned from")
             return ResolvedModel(resolve(base, chain).base_dir, adapter, base_spec=base, run_dir=path)
         if _is_hf_folder(path / "model") and (path / "config.yaml").is_file():  # a run tuned with full/freeze
+            _require_safetensors(path / "model", "model")
             return ResolvedModel(path / "model", base_spec=_run_base(path, None), run_dir=path)
         if _is_hf_folder(path):
+            _require_safetensors(path, "model")
             return ResolvedModel(path, base_spec=spec)
         raise ModelNotFoundError(
             f"{spec} is a folder but holds neither a Hugging Face model (config.json) nor a Weaver run (adapter/)"

@@ -26,13 +26,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from weaver.errors import DiskFullError
+from weaver.errors import DiskFullError, WeaverError
 from weaver.models.loading import sha256_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 WEIGHTS = "trainable.safetensors"
 
+
+
+class CheckpointError(WeaverError):
+    """A checkpoint that does not fit the run, or that would need unpickling to load."""
 
 def _rng_state() -> dict:
     # Tensors and plain lists only, so the checkpoint loads with torch.load(weights_only=True): no pickle.
@@ -169,20 +173,24 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> dict
     """Restore weights, optimizer, scheduler and RNG states from a checkpoint; return its loop state.
 
     Raises:
-        RuntimeError: the checkpoint does not match the model's trainable parameters.
+        CheckpointError: the checkpoint does not match the model's trainable parameters, or its optimizer
+            state holds objects other than tensors and plain values (it is never unpickled).
     """
     tensors = load_file(str(folder / WEIGHTS))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
     if missing:
-        raise RuntimeError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+        raise CheckpointError(f"checkpoint {folder} lacks {len(missing)} trainable tensors, e.g. {missing[0]}: it "
+                              "was written by another method or model; start over with --fresh")
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
     try:
         blob = torch.load(folder / "optimizer.pt", weights_only=True)  # never unpickle code from a run folder
-    except pickle.UnpicklingError as exc:
-        raise RuntimeError(f"checkpoint {folder} holds objects other than tensors and plain values: {exc}") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {folder} holds objects other than tensors and plain values in "
+                              "optimizer.pt, so Weaver does not load it (unpickling can run code); start over with "
+                              "--fresh or remove that checkpoint") from None
     if optimizer is not None:
         optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None:
