@@ -128,6 +128,7 @@ def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: 
     import torch
 
     from weaver.data.tokenize import encode_example
+    from weaver.generate.engine import virtual_tokens
 
     examples = [encode_example(tok, p, r, max_seq_len) for p, r in zip(prompts, refs)]
     sums, counts = [0.0] * len(examples), [0] * len(examples)
@@ -145,11 +146,13 @@ def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: 
                 ids[row, :n] = torch.tensor(examples[i]["input_ids"])
                 labels[row, :n] = torch.tensor(examples[i]["labels"])
                 attn[row, :n] = 1
-            hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
             targets = labels[:, 1:]
             rows, cols = (targets != -100).nonzero(as_tuple=True)
-            # logits only where a reference token is predicted: a full [B, L, vocab] tensor is wasted memory
-            logits = head(hidden[:, :-1][rows, cols]).float()
+            if virtual_tokens(model):  # prefix tuning: only peft's own forward adds the virtual tokens
+                logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1][rows, cols].float()
+            else:  # logits only where a reference token is predicted: a full [B, L, vocab] tensor is wasted memory
+                hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state
+                logits = head(hidden[:, :-1][rows, cols]).float()
             nll = torch.nn.functional.cross_entropy(logits, targets[rows, cols], reduction="none")
             for row, i in enumerate(idx):
                 sel = rows == row

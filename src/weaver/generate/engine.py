@@ -80,6 +80,37 @@ class _RepetitionPenalty:
         return scores.scatter(1, ids, picked)
 
 
+def virtual_tokens(model) -> int:
+    """How many virtual tokens a prefix-tuned peft model puts before every prompt (0 for any other model)."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is None or getattr(model, "_adapters_disabled", False) or cfg.peft_type != "PREFIX_TUNING":
+        return 0
+    return int(cfg.num_virtual_tokens)
+
+
+def model_generate(model, input_ids, attention_mask, pad_token_id: int, **kwargs):
+    """`model.generate(...)`, except that a prefix-tuned peft model's prefix is really applied.
+
+    peft 0.21's generate hands the prefix to transformers as `past_key_values`, which transformers 5.24's
+    generate replaces with its own empty cache: the reply silently equals the base model's (measured on the
+    tiny test model). Here the base model generates from a cache prefilled with the virtual tokens' keys and
+    values, with one attended placeholder column per virtual token so that positions start after them, as
+    in training; the placeholders are cut from the returned ids. Logits processors see those columns.
+    """
+    n = virtual_tokens(model)
+    if not n:
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=pad_token_id, **kwargs)
+    rows = input_ids.shape[0]
+    beams = int(kwargs.get("num_beams", 1) or 1)
+    expand = beams if beams > 1 else int(kwargs.get("num_return_sequences", 1) or 1)
+    cache = model.get_prompt(batch_size=rows * expand)
+    input_ids = torch.cat([torch.full((rows, n), pad_token_id, dtype=input_ids.dtype), input_ids], dim=1)
+    attention_mask = torch.cat([torch.ones((rows, n), dtype=attention_mask.dtype), attention_mask], dim=1)
+    out = model.get_base_model().generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                                          pad_token_id=pad_token_id, **kwargs)
+    return out[:, n:]
+
+
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -151,12 +182,13 @@ class Generator:
 
     def _run_batch(self, batch_ids, idx, params: SamplingParams, results) -> None:
         width = max(len(x) for x in batch_ids)
-        kw = self._gen_kwargs(params, [width - len(x) for x in batch_ids])
-        pad = self.tok.pad_token_id
+        n_virtual = virtual_tokens(self.model)  # prefix tuning's placeholder columns count as padding here
+        kw = self._gen_kwargs(params, [n_virtual + width - len(x) for x in batch_ids])
+        pad = kw.pop("pad_token_id")
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids])
         attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids])
         t0 = time.perf_counter()
-        out = self.model.generate(input_ids=input_ids, attention_mask=attn, **kw)
+        out = model_generate(self.model, input_ids, attn, pad, **kw)
         self.stats["seconds"] += time.perf_counter() - t0
         new = out[:, width:]
         for row, seq in enumerate(new):
@@ -192,8 +224,9 @@ class Generator:
 
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")
-        kw = self._gen_kwargs(params, [0])
+        kw = self._gen_kwargs(params, [virtual_tokens(self.model)])
         kw["num_return_sequences"] = 1
+        pad = kw.pop("pad_token_id")
         if params.seed is not None:
             torch.manual_seed(params.seed)
         errors: list[BaseException] = []
@@ -201,9 +234,8 @@ class Generator:
         def work():
             try:
                 with torch.inference_mode():
-                    self.model.generate(
-                        **ids, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]), **kw
-                    )
+                    model_generate(self.model, ids["input_ids"], ids["attention_mask"], pad, streamer=streamer,
+                                   stopping_criteria=StoppingCriteriaList([_Cancel()]), **kw)
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()

@@ -25,7 +25,7 @@ import numpy as np
 
 from weaver.config import atomic_write_text, versions
 from weaver.errors import WeaverError
-from weaver.models.loading import MANIFEST, load_model, resolve
+from weaver.models.loading import MANIFEST, MERGEABLE, load_model, resolve
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,23 @@ _PRE_TOKENIZERS = {"855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b
 
 
 def merge_run(spec: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:
-    """Fold a run's LoRA adapter into its base model and save a plain Hugging Face folder.
+    """Fold a run's LoRA / AdaLoRA / IA3 adapter into its base model and save a plain Hugging Face folder.
 
     Args:
-        spec: a tuned run directory (or an adapter folder with adapter_config.json).
+        spec: a tuned run directory (or an adapter folder with adapter_config.json); a freeze/full run's
+            model is saved as it is.
         out_dir: destination folder (must not exist, or be empty).
         dtype: float32 | bfloat16 for the saved weights.
     Returns:
         The output folder: safetensors weights, config, tokenizer and chat template.
     Raises:
-        WeaverError: the spec has no adapter, or out_dir exists and is not empty.
+        WeaverError: the spec is no run and has no adapter, the run's adapter cannot be merged (prefix,
+            adapter), or out_dir exists and is not empty.
     """
     resolved = resolve(spec)
-    if resolved.adapter_dir is None:
+    if resolved.adapter_dir is None and resolved.run_dir is None:
         raise WeaverError(f"{spec} has no adapter to merge: pass a tuned run directory (one with adapter/)")
+    refuse_unmergeable(spec, resolved, "--merge")  # a freeze/full run (model/, no adapter) is saved as it is
     out = _fresh_target(Path(out_dir))
     model, tok = load_model(spec, dtype=dtype, merge=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -61,12 +64,35 @@ def merge_run(spec: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = 
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    info = {"source": str(spec), "base": resolved.base_spec, "adapter": str(resolved.adapter_dir), **versions()}
+    adapter = str(resolved.adapter_dir) if resolved.adapter_dir else None
+    info = {"source": str(spec), "base": resolved.base_spec, "adapter": adapter, **versions()}
     atomic_write_text(tmp / "weaver-export.json", json.dumps(info, indent=2) + "\n")
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
     return out
+
+
+WHY_NOT_MERGEABLE = {
+    "prefix": "its virtual tokens are keys and values in the attention cache, not weights",
+    "adapter": "its bottleneck adapters are non-linear layers that no weight matrix can absorb",
+}
+
+
+def refuse_unmergeable(spec, resolved, what: str) -> None:
+    """Raise for a run whose adapter cannot be folded into the base weights (prefix tuning, bottleneck adapters).
+
+    Raises:
+        WeaverError: one sentence: why, and what to do instead (serve or generate from the run itself).
+    """
+    if resolved.adapter_dir is None or resolved.kind in MERGEABLE:
+        return
+    why = WHY_NOT_MERGEABLE.get(resolved.method, "its adapter cannot be folded into the base weights")
+    raise WeaverError(
+        f"{what} needs the adapter merged into the base weights, which a train.method {resolved.method} run "
+        f"cannot do ({why}): serve or generate from the run itself with the transformers backend "
+        f"(`weaver serve --model {spec}`, `weaver generate --model {spec}`)"
+    )
 
 
 def _fresh_target(out: Path) -> Path:
@@ -94,6 +120,7 @@ def export_gguf(spec: str | os.PathLike, out_file: str | os.PathLike, quant: str
         raise WeaverError(f"--out {out} must end in .gguf")
     if quant == "q4_k_m":
         _require_llama_cpp("--quant q4_k_m")
+    refuse_unmergeable(spec, resolve(spec), "GGUF export")
     out.parent.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(spec, dtype="float32", merge=True)
     arch_hf = (model.config.architectures or [type(model).__name__])[0]

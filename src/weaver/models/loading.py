@@ -7,6 +7,11 @@ checked on each later load, so an interrupted or damaged conversion is redone, n
 
     model, tok = load_model("smollm2-135m-instruct")
     model, tok = load_model("runs/dialogsum")      # base model + the run's LoRA adapter
+
+A run's adapter is a peft adapter (adapter/adapter_config.json) or a Weaver bottleneck adapter
+(adapter/bottleneck_config.json, weaver.models.bottleneck). LoRA, AdaLoRA and IA3 fold into the base
+weights (`merge=True`); prefix tuning (virtual tokens in the attention cache) and bottleneck adapters
+(non-linear layers) cannot, so they are always loaded unmerged.
 """
 
 from __future__ import annotations
@@ -133,16 +138,50 @@ class ResolvedModel:
     base_spec: str = ""
     run_dir: Path | None = None
 
+    @property
+    def kind(self) -> str | None:
+        """The adapter's kind (see adapter_kind), None without an adapter."""
+        return None if self.adapter_dir is None else adapter_kind(self.adapter_dir)
+
+    @property
+    def method(self) -> str | None:
+        """The train.method that made the adapter (lora, adalora, ia3, prefix, adapter), None without one."""
+        return None if self.kind is None else METHOD_NAMES.get(self.kind, self.kind.lower())
+
 
 def _is_hf_folder(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+ADAPTER_CONFIGS = ("adapter_config.json", "bottleneck_config.json")
+MERGEABLE = ("LORA", "ADALORA", "IA3")
+"""Adapter methods whose weights fold into the base model (peft's merge_and_unload)."""
+METHOD_NAMES = {"LORA": "lora", "ADALORA": "adalora", "IA3": "ia3", "PREFIX_TUNING": "prefix",
+                "BOTTLENECK": "adapter"}
+"""Adapter kind -> the train.method that makes it."""
+
+
 def _adapter_in(path: Path) -> Path | None:
     for cand in (path / "adapter", path):
-        if (cand / "adapter_config.json").is_file():
+        if any((cand / name).is_file() for name in ADAPTER_CONFIGS):
             return cand
     return None
+
+
+def adapter_config(adapter_dir: Path) -> dict:
+    """The saved config of an adapter folder (peft's adapter_config.json or a bottleneck_config.json)."""
+    for name in ADAPTER_CONFIGS:
+        if (Path(adapter_dir) / name).is_file():
+            data = json.loads((Path(adapter_dir) / name).read_text())
+            if name == "bottleneck_config.json":
+                data["peft_type"] = "BOTTLENECK"
+            return data
+    raise ModelNotFoundError(f"{adapter_dir} holds no adapter config ({' or '.join(ADAPTER_CONFIGS)})")
+
+
+def adapter_kind(adapter_dir: Path) -> str:
+    """LORA | ADALORA | IA3 | PREFIX_TUNING | BOTTLENECK (peft's PeftType names, plus ours)."""
+    return str(adapter_config(adapter_dir).get("peft_type", "LORA"))
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -226,7 +265,7 @@ def _run_base(run_dir: Path, adapter: Path | None) -> str:
             return str(name)
     if adapter is None:
         raise ModelNotFoundError(f"{run_dir}/config.yaml does not name the base model (model.name)")
-    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    base = adapter_config(adapter).get("base_model_name_or_path")
     if not base:
         raise ModelNotFoundError(f"cannot tell which base model the adapter in {adapter} belongs to")
     return str(base)
@@ -258,9 +297,11 @@ def load_model(
     Args:
         spec: catalog name, HF folder, .gguf file or tuned run directory.
         dtype: auto | float32 | bfloat16.
-        merge: fold a run's adapter into the base weights (faster generation).
+        merge: fold a run's adapter into the base weights (faster generation) where its method allows it
+            (MERGEABLE); prefix and bottleneck adapters stay unmerged.
         with_adapter: False loads only the base model of a run.
-        quantize: none | int8 (dynamic int8 Linear layers, weaver.models.quantize; merges the adapter, float32).
+        quantize: none | int8 (dynamic int8 Linear layers, weaver.models.quantize; merges a mergeable adapter,
+            float32; an unmergeable one is added on top of the quantised base).
     Returns:
         (model, tokenizer)
     Raises:
@@ -272,11 +313,16 @@ def load_model(
     resolved = resolve(spec)
     tok = load_tokenizer(resolved)
     model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=resolve_dtype(dtype))
-    if resolved.adapter_dir is not None and with_adapter:
-        from peft import PeftModel
+    adapter = resolved.adapter_dir if with_adapter else None
+    mergeable = adapter is not None and resolved.kind in MERGEABLE
+    if adapter is not None and not mergeable and quantize != "none":
+        from weaver.models.quantize import apply
 
-        model = PeftModel.from_pretrained(model, resolved.adapter_dir)
-        if merge or quantize != "none":
+        model = apply(model, quantize=quantize)  # the adapter's own layers stay float32, on top
+        quantize = "none"
+    if adapter is not None:
+        model = attach_adapter(model, adapter)
+        if mergeable and (merge or quantize != "none"):
             model = model.merge_and_unload()
     if quantize != "none":
         from weaver.models.quantize import apply
@@ -284,3 +330,37 @@ def load_model(
         model = apply(model, quantize=quantize)
     model.eval()
     return model, tok
+
+
+def attach_adapter(model, adapter_dir: Path, name: str = "default"):
+    """Wrap a base model with the adapter saved in adapter_dir: a peft PeftModel, or a BottleneckModel."""
+    if adapter_kind(adapter_dir) == "BOTTLENECK":
+        from weaver.models.bottleneck import BottleneckModel
+
+        return BottleneckModel.from_pretrained(model, adapter_dir, adapter_name=name)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir, adapter_name=name)
+
+
+def check_adapter_set(adapter_dirs: dict[str, Path]) -> None:
+    """Refuse adapter combinations one model cannot hold (the server loads them onto one base).
+
+    peft holds several LoRA / AdaLoRA / IA3 adapters and switches between them per request; a bottleneck
+    adapter (ours) or a prefix adapter (its virtual tokens are the attention cache) is served alone.
+
+    Raises:
+        ConfigError: a bottleneck or prefix adapter together with any other adapter.
+    """
+    from weaver.errors import ConfigError
+
+    if len(adapter_dirs) < 2:
+        return
+    for name, folder in adapter_dirs.items():
+        kind = adapter_kind(folder)
+        if kind in ("BOTTLENECK", "PREFIX_TUNING"):
+            method = METHOD_NAMES[kind]
+            raise ConfigError(
+                f"{name} was tuned with train.method {method}, which is served alone (with its base model), not next "
+                f"to other adapters on one base: serve it in its own process (`weaver serve --model {folder.parent}`)"
+            )

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from weaver.config import DataConfig
 from weaver.errors import ConfigError
-from weaver.generate.engine import effective_temperature
+from weaver.generate.engine import effective_temperature, model_generate
 from weaver.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -176,12 +176,14 @@ class TransformersBackend(Backend):
     """transformers + peft: one copy of the base weights, every adapter loaded by name (multi-adapter)."""
 
     def plan(self) -> None:
-        from weaver.models.loading import resolve
+        from weaver.models.loading import check_adapter_set, resolve
 
         main = resolve(self.settings.model)
         self.base_dir = main.base_dir
         self.adapter_dirs: dict[str, Path] = {}
         base_id = _base_id(main.base_spec or self.settings.model)
+        if main.adapter_dir is None and main.run_dir is not None:  # a freeze/full run: its own model, its own id
+            base_id = Path(main.run_dir).expanduser().resolve().name
         if main.adapter_dir is not None:
             run_id = Path(main.run_dir or main.adapter_dir).expanduser().resolve().name
             self._add_adapter(run_id, main)
@@ -194,6 +196,7 @@ class TransformersBackend(Backend):
                 raise ConfigError(f"--adapter {name}={spec} was tuned from {res.base_spec}, not from the served base "
                                   f"model {main.base_spec or self.settings.model}; serve it in another process")
             self._add_adapter(name, res)
+        check_adapter_set(self.adapter_dirs)
         if base_id in self.model_ids:
             raise ConfigError(f"model id {base_id!r} is used by both the base model and an adapter; rename the adapter")
         self.model_ids[base_id] = None
@@ -211,7 +214,7 @@ class TransformersBackend(Backend):
     def load(self) -> None:
         from transformers import AutoModelForCausalLM
 
-        from weaver.models.loading import load_tokenizer, resolve_dtype
+        from weaver.models.loading import attach_adapter, load_tokenizer, resolve_dtype
 
         if not self.model_ids:
             self.plan()
@@ -223,9 +226,7 @@ class TransformersBackend(Backend):
         model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=resolve_dtype(self.settings.dtype))
         for i, (name, adapter_dir) in enumerate(self.adapter_dirs.items()):
             if i == 0:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=name)
+                model = attach_adapter(model, adapter_dir, name)  # peft, or a bottleneck adapter (alone)
             else:
                 model.load_adapter(adapter_dir, adapter_name=name)
         self.model = model.eval()
@@ -267,10 +268,9 @@ class TransformersBackend(Backend):
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode(), self._adapter_context(adapter):
-            self.model.generate(
-                input_ids=input_ids, attention_mask=attention, max_new_tokens=max(r.max_new_tokens for r in rows),
-                pad_token_id=pad, eos_token_id=sorted(self.eos_ids), stopping_criteria=StoppingCriteriaList([_Rows()]),
-                **kw,
+            model_generate(  # a prefix-tuned run's virtual tokens are applied there
+                self.model, input_ids, attention, pad, max_new_tokens=max(r.max_new_tokens for r in rows),
+                eos_token_id=sorted(self.eos_ids), stopping_criteria=StoppingCriteriaList([_Rows()]), **kw,
             )
         for row in rows:
             row.decoder.finish("length")

@@ -3,10 +3,12 @@
     model = build_trainable(base_model, cfg.train, total_steps=120)
     print(trainable_summary(model))
 
-lora / adalora / prefix / ia3 come from `peft`; freeze trains only the top N blocks (and/or the LM head)
-of the plain model; full trains everything. `train.top_layers` (or `train.layers`) restricts LoRA/AdaLoRA
-to some blocks: when only the top blocks are adapted, autograd stops at the lowest adapted block, which
-is where most of the CPU time of a backward pass goes (see bench/RESULTS.md).
+lora / adalora / prefix / ia3 come from `peft`; adapter adds bottleneck adapters (weaver.models.bottleneck,
+Houlsby et al. 2019) after the attention and/or MLP of each adapted block; freeze trains only the top N
+blocks (and/or the LM head) of the plain model; full trains everything. `train.top_layers` (or
+`train.layers`) restricts LoRA/AdaLoRA/adapter to some blocks: when only the top blocks are adapted,
+autograd stops at the lowest adapted block, which is where most of the CPU time of a backward pass goes
+(see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def peft_config(model, train: TrainConfig, total_steps: int):
             tinit=max(0, total_steps // 10), tfinal=max(0, total_steps // 5), deltaT=1,
         )
     if layers is not None:
-        raise ConfigError(f"train.layers / train.top_layers apply to lora, adalora and freeze, not {train.method}")
+        raise ConfigError(f"train.layers / train.top_layers apply to lora, adalora, adapter and freeze, "
+                          f"not {train.method}")
     if train.method == "prefix":
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=train.num_virtual_tokens)
     if train.method == "ia3":
@@ -114,6 +117,17 @@ def _freeze(model, train: TrainConfig) -> None:
     if hasattr(model.get_decoder(), "norm") and layers[-1] == num_layers(model) - 1:
         for p in model.get_decoder().norm.parameters():
             p.requires_grad_(True)
+
+
+def _bottleneck(model, train: TrainConfig):
+    """Freeze the base model and add trainable bottleneck adapters to the selected blocks (default: all)."""
+    from weaver.models.bottleneck import BottleneckModel, BottleneckSettings
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    settings = BottleneckSettings(size=train.adapter_size, placement=train.adapter_placement,
+                                  layers=selected_layers(model, train))
+    return BottleneckModel(model, settings).train()
 
 
 DROPOUT_CONFIG_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop")
@@ -154,7 +168,8 @@ def build_trainable(model, train: TrainConfig, total_steps: int = 100):
         train: the train section of the run config.
         total_steps: planned optimizer steps (AdaLoRA's rank schedule needs it).
     Returns:
-        The model to train: a `peft.PeftModel` for lora/adalora/prefix/ia3, the model itself otherwise.
+        The model to train: a `peft.PeftModel` for lora/adalora/prefix/ia3, a BottleneckModel for adapter,
+        the model itself otherwise.
     Raises:
         ConfigError: a method setting this model does not support.
     """
@@ -167,6 +182,8 @@ def build_trainable(model, train: TrainConfig, total_steps: int = 100):
             return get_peft_model(model, peft_config(model, train, total_steps))
         except ValueError as exc:
             raise ConfigError(f"train.method {train.method}: {exc}; check train.target_modules") from None
+    if train.method == "adapter":
+        return _bottleneck(model, train)
     if train.method == "freeze":
         _freeze(model, train)
     else:
