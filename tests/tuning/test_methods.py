@@ -21,7 +21,7 @@ def _batch(tokenizer):
 
 @pytest.mark.parametrize(("method", "extra"), [
     ("lora", {}), ("lora", {"top_layers": 1}), ("adalora", {}), ("prefix", {}), ("ia3", {}),
-    ("freeze", {"top_layers": 1}), ("full", {}),
+    ("adapter", {"top_layers": 1, "adapter_size": 4}), ("freeze", {"top_layers": 1}), ("full", {}),
 ])
 def test_three_steps_move_only_trainable_weights(tiny_model, method, extra):
     model, tok = tiny_model
@@ -46,6 +46,8 @@ def test_three_steps_move_only_trainable_weights(tiny_model, method, extra):
     assert losses[-1] < losses[0], losses
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and moved <= trainable, moved - trainable
+    if method == "adapter":  # only the adapters of the top block train, and they started as the identity
+        assert trainable and all(".layers.1.weaver_adapter." in n for n in trainable)
     if method == "lora" and extra:  # only the top block (index 1 of 2) is adapted
         assert all(".layers.1." in n for n in trainable)
     if method == "freeze":
@@ -114,3 +116,30 @@ def test_gradient_checkpointing_is_refused_for_prefix_tuning(tiny_model):
     model = build_trainable(tiny_model[0], TrainConfig(method="prefix"))
     with pytest.raises(ConfigError, match="prefix"):
         enable_checkpointing(model)
+
+
+def test_prefix_generation_applies_the_prefix_alone_and_in_a_batch(tiny_model):
+    """The engine's greedy reply of a prefix-tuned model equals a step-by-step greedy decode with peft's forward."""
+    from weaver.generate.engine import Generator, SamplingParams
+
+    model, tok = tiny_model
+    model = build_trainable(model, TrainConfig(method="prefix", num_virtual_tokens=4)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0.0, 1.0)  # a prefix that changes the replies
+    prompts = ["Write a headline about the harbour.", "Hi", "Summarize: rain fell over the hills all night."]
+
+    def greedy(prompt):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        for _ in range(5):
+            with torch.no_grad():
+                ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+        return tok.decode(ids[-5:], skip_special_tokens=True).strip()
+
+    params = SamplingParams(max_new_tokens=5)
+    batched = [c[0].text for c in Generator(model, tok).generate(prompts, params)]
+    assert batched == [greedy(p) for p in prompts]
+    with model.disable_adapter():
+        base = [c[0].text for c in Generator(model, tok).generate(prompts, params)]
+    assert base != batched
