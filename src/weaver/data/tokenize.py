@@ -3,15 +3,16 @@
     ex = encode_example(tok, render_prompt(tok, record, cfg), record.output, max_seq_len=512)
     batches = length_grouped_batches(examples, batch_size=8, seed=0, epoch=0)
     batch = collate([examples[i] for i in batches[0]], pad_id=tok.pad_token_id)   # right padding
-    packed = Collator(pad_id, pack=True)([examples[i] for i in batches[0]])       # no cross-attention
+    packed = Collator(pad_id, pack=True)([examples[i] for i in batches[0]])       # `data.pack: true`
 
 The prompt is tokenised exactly as at inference (the same string, no extra special tokens) and the
 target's tokens follow it, so the model learns to continue precisely the prompt it will be given.
 When the pair does not fit `max_seq_len`, the middle of the prompt is cut (its head holds the template
 and instruction, its tail the end of the input and the assistant header); the target is never cut.
-Packing concatenates a batch's examples into one row whose `position_ids` restart at 0 for each example
-(transformers' DataCollatorWithFlattening); with no `attention_mask`, transformers builds a block-diagonal
-causal mask from them (masking_utils.find_packed_sequence_indices), so it works with sdpa/eager on CPU.
+Packing (`data.pack: true`) concatenates a batch's examples into one row whose `position_ids` restart at 0
+for each example (transformers' DataCollatorWithFlattening); with no `attention_mask` and no KV cache,
+transformers builds a block-diagonal causal mask from them (masking_utils.find_packed_sequence_indices), so
+it works with sdpa/eager on CPU and no example attends to another.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ class Collator:
     single row, position_ids restart at 0 for each, and labels get -100 at each example's first token.
     There is no attention_mask, so transformers builds a block-diagonal causal mask from the position_ids
     and no example attends to another (tests/data/test_tokenize.py checks the logits against unpacked runs).
-    The batch carries `use_cache=False`: transformers only detects packed rows when no cache is in use, and
-    a model called with its default use_cache=True would silently let examples attend to each other.
-    Call the model as `model(**batch)`.
+    Call the model as `model(**batch, use_cache=False)`: transformers only detects packed rows when no
+    cache is in use, and a model left at its default use_cache=True lets examples attend to each other
+    (weaver.tuning.engine.CausalLMLoss never uses a cache).
     """
 
     def __init__(self, pad_id: int, pack: bool = False):
@@ -134,9 +135,7 @@ class Collator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         if not self.pack:
             return collate(examples, self.pad_id)
-        batch = dict(self._flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]))
-        batch["use_cache"] = False  # with a KV cache transformers skips packed-sequence detection: mask leaks
-        return batch
+        return dict(self._flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]))
 
 
 def padding_fraction(batches: Sequence[dict]) -> float:

@@ -58,7 +58,8 @@ def _base(model):
 class CausalLMLoss(torch.nn.Module):
     """Mean next-token cross-entropy over target positions, as one module (what DDP/accelerate wraps).
 
-    forward(input_ids, attention_mask, labels) -> (loss, number of target tokens)
+    forward(input_ids, attention_mask, labels) -> (loss, number of target tokens); a packed batch
+    (weaver.data.tokenize.Collator(pack=True)) gives position_ids and no attention_mask instead.
     """
 
     def __init__(self, model, target_only: bool = True):
@@ -66,16 +67,17 @@ class CausalLMLoss(torch.nn.Module):
         self.model = model
         self.target_only = target_only
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
         shifted = labels[:, 1:]
         mask = shifted != -100
         n = mask.sum()
         if not self.target_only:
             # prefix tuning needs peft's own forward (it injects the virtual tokens' keys and values)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **packed)
             return out.loss, n
         base = _base(self.model)
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state
         logits = base.get_output_embeddings()(hidden[:, :-1][mask])
         cap = getattr(base.config, "final_logit_softcapping", None)

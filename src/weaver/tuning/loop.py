@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from weaver.config import RunConfig, TrainConfig
+from weaver.config import RunConfig, TrainConfig, to_dict
 from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
-from weaver.tuning.callbacks import EarlyStopping, RunLogger, TrainingDiverged, check_finite
+from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
 from weaver.tuning.engine import (
     CausalLMLoss,
     autocast,
@@ -56,7 +56,7 @@ class TrainData:
     batches: Callable[[int], list[list[int]]]
     """epoch -> the epoch's batches as index lists into `train` (deterministic in seed and epoch)."""
     collate: Callable[[list[dict]], dict]
-    """Examples -> tensors (input_ids, attention_mask, labels)."""
+    """Examples -> tensors (input_ids, attention_mask, labels; packed: input_ids, position_ids, labels)."""
     dev: list[dict] = field(default_factory=list)
     """Encoded dev examples for the dev loss."""
     dev_prompts: list[str] = field(default_factory=list)
@@ -90,6 +90,10 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg, self.t, self.data, self.tok, self.run_dir = cfg, cfg.train, data, tokenizer, Path(run_dir)
+        if cfg.data.pack and self.t.method == "prefix":
+            raise ConfigError("data.pack does not work with train.method prefix (its virtual tokens sit in the "
+                              "attention cache, and packed rows are only kept apart without one); set data.pack "
+                              "to false")
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.model = model
         self.world = self.acc.num_processes
@@ -102,7 +106,8 @@ class Trainer:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.stopper = EarlyStopping(self.t.metric, self.t.patience)
         self.main = self.acc.is_main_process
-        self.logger = RunLogger(self.run_dir, self.t.logging, enabled=self.main, run_name=self.run_dir.name)
+        self.logger = RunLogger(self.run_dir, self.t.logging, enabled=self.main, run_name=self.run_dir.name,
+                                params=to_dict(cfg))
         self.state = {"epoch": 0, "batch": 0, "elapsed": 0.0, "tokens": 0, "target_tokens": 0, "best": None,
                       "best_step": None, "bad": 0, "last_eval_step": None}
         self.step = 0
@@ -144,7 +149,8 @@ class Trainer:
                     loss, _ = self.wrapped(**{k2: v.to(self.acc.device) for k2, v in batch.items()})
                 self.acc.backward(loss / len(micro))
             total += float(loss.detach())
-            self.state["tokens"] += int(batch["attention_mask"].sum())
+            real = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+            self.state["tokens"] += int(real)
             self.state["target_tokens"] += int((batch["labels"][:, 1:] != -100).sum())
         mean = total / len(micro)
         if self.world > 1:
@@ -208,18 +214,18 @@ class Trainer:
         t0, base = time.perf_counter(), self.state["elapsed"]
         try:
             stop = self._loop(bar, t0, base)
-        except TrainingDiverged:
-            self.state["elapsed"] = base + time.perf_counter() - t0
-            self.logger.close()
-            raise
-        finally:
             bar.close()
-        if self.data.dev and self.state["last_eval_step"] != self.step:
-            self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
-        if not self.last_ckpt or not self.last_ckpt.endswith(f"step-{self.step:06d}"):
-            self.save()
-        self.state["elapsed"] = base + time.perf_counter() - t0
-        self._write_final()
+            if self.data.dev and self.state["last_eval_step"] != self.step:
+                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
+            if not self.last_ckpt or not self.last_ckpt.endswith(f"step-{self.step:06d}"):
+                self.save()
+            self.state["elapsed"] = base + time.perf_counter() - t0
+            self.logger.log_artifact(self._write_final())
+        except BaseException:  # a diverged, interrupted or failed run is closed as failed in the trackers
+            self.state["elapsed"] = base + time.perf_counter() - t0
+            bar.close()
+            self.logger.close(failed=True)
+            raise
         self.logger.close()
         return self.summary(stop)
 
@@ -268,10 +274,14 @@ class Trainer:
         self.logger.log({"step": self.step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_s": round(tps, 1),
                          "time_s": round(self.state["elapsed"], 2)})
 
-    def _write_final(self) -> None:
-        """adapter/ (peft) or model/ (freeze, full): the best validated weights when there are any, else the last."""
+    def _write_final(self) -> Path:
+        """adapter/ (peft) or model/ (freeze, full): the best validated weights when there are any, else the last.
+
+        Returns:
+            The folder written (the same path on every process; only the main one writes).
+        """
+        name = "adapter" if hasattr(self.model, "peft_config") else "model"
         if self.main:
-            name = "adapter" if hasattr(self.model, "peft_config") else "model"
             best = self.run_dir / "best"
             if self.state["best_step"] is not None and ckpt.verify(best):
                 tmp = self.run_dir / f".{name}.copy"
@@ -284,6 +294,7 @@ class Trainer:
             else:
                 ckpt.save_model_dir(self.model, self.run_dir / name, self.tok)
         self.acc.wait_for_everyone()
+        return self.run_dir / name
 
     def summary(self, stop: str) -> dict:
         """Run facts for run.json (token counts summed over processes)."""

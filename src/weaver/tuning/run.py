@@ -55,7 +55,7 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
     """
     from weaver.data.splits import load_splits
     from weaver.data.tasks import get_task, render_prompt
-    from weaver.data.tokenize import collate, encode_example, length_grouped_batches
+    from weaver.data.tokenize import Collator, encode_example, length_grouped_batches
 
     splits = load_splits(cfg.data, tokenizer)
     if not splits.train:
@@ -80,7 +80,7 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
     task = get_task(cfg.data.task)
     n_rouge = t.rouge_samples if t.metric == "rougeL" else 0
     data = TrainData(
-        train=train, batches=batches, collate=lambda ex: collate(ex, tokenizer.pad_token_id),
+        train=train, batches=batches, collate=Collator(tokenizer.pad_token_id, pack=cfg.data.pack),
         dev=encode(splits.dev),
         dev_prompts=[render_prompt(tokenizer, r, cfg.data) for r in splits.dev[:n_rouge]],
         dev_refs=[[r.output, *r.references] for r in splits.dev[:n_rouge]],
