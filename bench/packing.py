@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 6; smoke 2)")
-    p.add_argument("--limit", type=int, default=200, help="training records (the first after the seeded shuffle)")
+    p.add_argument("--limit", type=int, default=None, help="training records (default 200; smoke 40)")
     a = p.parse_args(argv)
     steps = a.steps or (2 if a.smoke else 6)
+    a.limit = a.limit or (40 if a.smoke else 200)
     t0, rows = time.perf_counter(), {}
     for grouped in (False, True):
         for pack in (False, True):
