@@ -12,8 +12,9 @@ PROMPTS = [f"Story {i}: the {word}" for i, word in enumerate(
 
 def _requests(base_id: str) -> list[dict]:
     # half to the base model, half to an adapter: a batch must never mix them
-    return [{"model": base_id if i % 2 else "summary", "prompt": p, "max_tokens": 12, "temperature": 0,
-             "repetition_penalty": 1.0} for i, p in enumerate(PROMPTS * 2)]
+    # the server's default repetition penalty (1.1) applies: a padded batch row must still equal the row alone
+    return [{"model": base_id if i % 2 else "summary", "prompt": p, "max_tokens": 12, "temperature": 0}
+            for i, p in enumerate(PROMPTS * 2)]
 
 
 def test_sixteen_concurrent_clients_are_batched_and_correct(client, server, auth, tiny_model_dir):
@@ -41,3 +42,27 @@ def test_sixteen_concurrent_clients_are_batched_and_correct(client, server, auth
     assert rows == len(bodies)
     assert batches < len(bodies)  # shared forward passes, not one request at a time
     assert after["max_batch_rows"] > 1
+
+
+def test_padded_rows_equal_rows_alone_under_the_repetition_penalty(tiny_model_dir):
+    """A padded batch row equals the row alone under a strong repetition penalty, even when the pad id is the
+    token the reply starts with (the server decodes with the engine's padding-blind penalty)."""
+    from weaver.serve.backend import BatchParams, Row, TransformersBackend
+    from weaver.serve.settings import ServeSettings
+
+    backend = TransformersBackend(ServeSettings(model=str(tiny_model_dir), threads=1))
+    backend.load()
+    short = backend.tokenizer("Hi", add_special_tokens=False)["input_ids"]
+    long = backend.tokenizer("A much longer prompt about the river market and the train", add_special_tokens=False)[
+        "input_ids"]
+    params = BatchParams(temperature=0.0, repetition_penalty=3.0)
+
+    def run(prompts):
+        rows = [Row(list(p), 12) for p in prompts]
+        backend.generate(rows, params, None)
+        return [list(r.decoder.ids) for r in rows]
+
+    alone = run([short])[0]
+    # pad with the very token the short prompt's reply starts with: a penalty that sees pads would avoid it
+    backend.tokenizer.pad_token_id = alone[0]
+    assert run([short, long])[0] == alone

@@ -111,6 +111,29 @@ def model_generate(model, input_ids, attention_mask, pad_token_id: int, **kwargs
     return out[:, n:]
 
 
+def sampling_kwargs(repetition_penalty: float, temperature: float, top_p: float, offsets: list[int]) -> dict:
+    """`generate` kwargs for the one decoding definition every transformers path uses (CLI, eval, server).
+
+    Our processors run in this order: the padding-blind repetition penalty, then temperature, then top-p
+    (transformers appends custom processors after its own, so temperature and top-p are ours too).
+    `offsets[i]` is the number of columns before row i's first real token (left padding, prefix tokens).
+    """
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    kw: dict = {"do_sample": temperature > 0}
+    procs = []
+    if repetition_penalty != 1.0:
+        procs.append(_RepetitionPenalty(repetition_penalty, offsets))
+    if temperature > 0:
+        kw["top_k"] = 0
+        procs.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            procs.append(TopPLogitsWarper(top_p))
+    if procs:
+        kw["logits_processor"] = LogitsProcessorList(procs)
+    return kw
+
+
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -128,28 +151,14 @@ class Generator:
         self.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0}
 
     def _gen_kwargs(self, p: SamplingParams, offsets: list[int]) -> dict:
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
         kw = {
             "max_new_tokens": p.max_new_tokens,
             "num_beams": p.num_beams,
             "num_return_sequences": p.n,
             "pad_token_id": self.tok.pad_token_id,
             "eos_token_id": self.tok.eos_token_id,
-            "do_sample": p.temperature > 0,
+            **sampling_kwargs(p.repetition_penalty, p.temperature, p.top_p, offsets),
         }
-        # Our processors run in this order: penalty, then temperature, then top-p (transformers appends
-        # custom processors after its own, so temperature and top-p are ours too).
-        procs = []
-        if p.repetition_penalty != 1.0:
-            procs.append(_RepetitionPenalty(p.repetition_penalty, offsets))
-        if p.temperature > 0:
-            kw["top_k"] = 0
-            procs.append(TemperatureLogitsWarper(p.temperature))
-            if p.top_p < 1.0:
-                procs.append(TopPLogitsWarper(p.top_p))
-        if procs:
-            kw["logits_processor"] = LogitsProcessorList(procs)
         if p.stop:
             kw.update(stop_strings=list(p.stop), tokenizer=self.tok)
         return kw

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from weaver.config import DataConfig
 from weaver.errors import ConfigError
-from weaver.generate.engine import effective_temperature, model_generate
+from weaver.generate.engine import effective_temperature, model_generate, sampling_kwargs, virtual_tokens
 from weaver.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,9 @@ class TransformersBackend(Backend):
                 done = [r.decoder.push(int(t)) for r, t in zip(rows, ids[:, -1].tolist())]
                 return torch.tensor(done, dtype=torch.bool, device=ids.device)
 
-        kw = {"do_sample": params.temperature > 0, "repetition_penalty": params.repetition_penalty}
-        if params.temperature > 0:
-            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        # the engine's decoding (weaver.generate.engine.sampling_kwargs): a batched reply equals the same request alone
+        offsets = [virtual_tokens(self.model) + width - len(r.prompt_ids) for r in rows]
+        kw = sampling_kwargs(params.repetition_penalty, params.temperature, params.top_p, offsets)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode(), self._adapter_context(adapter):
