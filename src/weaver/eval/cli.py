@@ -25,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML config to start from (default: the run's config.yaml)")
     p.epilog = ("Any config value can be overridden with --section.key value, e.g. --generate.max_new_tokens 48 "
                 "--eval.bootstrap 2000 --eval.semantic false.")
+    accept_overrides(p)
+
+
+def accept_overrides(p: argparse.ArgumentParser) -> None:
+    """Let a verb's parser take `--section.key value` overrides (into args.overrides) besides its own flags."""
     parse = p.parse_known_args
 
     def parse_known_args(args=None, namespace=None):

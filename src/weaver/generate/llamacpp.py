@@ -37,7 +37,7 @@ from weaver.generate.engine import Completion, SamplingParams
 from weaver.models.catalog import find_entry
 from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
 from weaver.models.loading import _assemble_gguf, resolve, sha256_file, weaver_home
-from weaver.serve.backend import Backend, RowDecoder, _base_id, _run_data_config
+from weaver.serve.backend import Backend, RowDecoder, _base_id, _run_data_config, resolve_adapter
 
 # Threads per decode. Measured (SmolLM2-135M Q4_1, 32-token greedy replies, 2 cores shared with other jobs at
 # load average ~6): 1 thread 14.8-15.8 tok/s, 2 threads 0.8-4.4 tok/s (ggml's spinning thread pool collides with
@@ -334,13 +334,7 @@ class LlamaCppBackend(Backend):
             runs = {Path(resolved.run_dir or resolved.adapter_dir).expanduser().resolve().name: self.settings.model,
                     **runs}
         for name, spec in runs.items():
-            res = resolve(spec)
-            if res.adapter_dir is None:
-                raise ConfigError(f"--adapter {name}={spec}: not a tuned run or adapter folder "
-                                  "(no adapter_config.json)")
-            if Path(res.base_dir).resolve() != Path(resolved.base_dir).resolve():
-                raise ConfigError(f"--adapter {name}={spec} was tuned from {res.base_spec}, not from the served base "
-                                  f"model {resolved.base_spec or self.settings.model}; serve it in another process")
+            res = resolve_adapter(name, spec, resolved, self.settings.model)
             if name in self.lora_runs:
                 raise ConfigError(f"model id {name!r} is given twice; choose distinct names with --adapter NAME=RUN")
             self.lora_runs[name] = spec

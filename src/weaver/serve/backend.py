@@ -188,14 +188,7 @@ class TransformersBackend(Backend):
             run_id = Path(main.run_dir or main.adapter_dir).expanduser().resolve().name
             self._add_adapter(run_id, main)
         for name, spec in self.settings.adapters.items():
-            res = resolve(spec)
-            if res.adapter_dir is None:
-                raise ConfigError(f"--adapter {name}={spec}: not a tuned run or adapter folder "
-                                  "(no adapter_config.json)")
-            if Path(res.base_dir).resolve() != Path(main.base_dir).resolve():
-                raise ConfigError(f"--adapter {name}={spec} was tuned from {res.base_spec}, not from the served base "
-                                  f"model {main.base_spec or self.settings.model}; serve it in another process")
-            self._add_adapter(name, res)
+            self._add_adapter(name, resolve_adapter(name, spec, main, self.settings.model))
         check_adapter_set(self.adapter_dirs)
         if base_id in self.model_ids:
             raise ConfigError(f"model id {base_id!r} is used by both the base model and an adapter; rename the adapter")
@@ -274,6 +267,23 @@ class TransformersBackend(Backend):
             )
         for row in rows:
             row.decoder.finish("length")
+
+
+def resolve_adapter(name: str, spec: str, main, served: str):
+    """The resolved `--adapter NAME=SPEC`, checked to be an adapter tuned from the served base `main`.
+
+    Raises:
+        ConfigError: not a tuned run or adapter folder, or tuned from another base model.
+    """
+    from weaver.models.loading import resolve
+
+    res = resolve(spec)
+    if res.adapter_dir is None:
+        raise ConfigError(f"--adapter {name}={spec}: not a tuned run or adapter folder (no adapter_config.json)")
+    if Path(res.base_dir).resolve() != Path(main.base_dir).resolve():
+        raise ConfigError(f"--adapter {name}={spec} was tuned from {res.base_spec}, not from the served base "
+                          f"model {main.base_spec or served}; serve it in another process")
+    return res
 
 
 def _llamacpp_backend(settings: ServeSettings) -> Backend:

@@ -21,17 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="sweep folder (default: sweeps/CONFIG-NAME); run again to continue")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.epilog = "Any config value can be fixed for every trial with --section.key value."
-    parse = p.parse_known_args
+    from weaver.eval.cli import accept_overrides
 
-    def parse_known_args(args=None, namespace=None):
-        from weaver.eval.cli import split_overrides
-
-        known, overrides = split_overrides(list(args or []))
-        ns, extra = parse(known, namespace)
-        ns.overrides = overrides
-        return ns, extra
-
-    p.parse_known_args = parse_known_args
+    accept_overrides(p)
 
 
 def run(args: argparse.Namespace) -> int:
