@@ -130,11 +130,11 @@ def machine() -> dict[str, str]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries behind the figures (weaver.config.versions() plus the scorers and plots)."""
+    """Versions of the libraries behind the figures (weaver.files.versions() plus the scorers and plots)."""
     from importlib import metadata
 
     try:
-        from weaver.config import versions
+        from weaver.files import versions
 
         out = versions()
     except ImportError:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import platform
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from weaver.errors import ConfigError
+from weaver.files import atomic_write_text, versions
 from weaver.yaml_reader import parse_yaml, read_yaml  # re-exported: callers use weaver.config.read_yaml
 
 log = logging.getLogger(__name__)
@@ -498,31 +498,6 @@ def _drop_other_methods_options(train: TrainConfig, from_cli: set[str]) -> Train
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain-dict copy of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries that decide a result, for reproducibility records."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("weaver", "torch", "transformers", "peft", "accelerate", "tokenizers", "gguf"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file under a temporary name, fsync it, then rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_resolved(cfg: Any, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

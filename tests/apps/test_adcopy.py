@@ -6,10 +6,10 @@ import pytest
 
 from weaver.apps import adcopy
 from weaver.apps.adcopy import AdRequest, build_record, generate_adcopy, parse_attributes, score_candidates
-from weaver.apps.backend import LocalBackend
-from weaver.apps.safety import load_policy
+from weaver.apps.source import LocalSource
 from weaver.apps.text import jaccard
 from weaver.errors import WeaverError
+from weaver.safety import load_policy
 
 
 class ScriptedBackend:
@@ -71,7 +71,7 @@ def test_blocklisted_candidates_are_dropped_and_pii_redacted():
 
 
 def test_tiny_model_gives_n_distinct_ranked_candidates(tiny_model_dir):
-    backend = LocalBackend(str(tiny_model_dir))
+    backend = LocalSource(str(tiny_model_dir))
     cands = generate_adcopy(backend, AdRequest(product="a white cotton shirt", tone="warm", keywords=["cotton"]),
                             n=3, policy=load_policy(audit_log="off"), max_new_tokens=12)
     assert len(cands) == 3 and len({c.text for c in cands}) == 3

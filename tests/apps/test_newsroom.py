@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from weaver.apps.backend import LocalBackend
 from weaver.apps.newsroom import read_articles, run_newsroom
-from weaver.apps.safety import load_policy
+from weaver.apps.source import LocalSource
+from weaver.safety import load_policy
 
 
 class CountingBackend:
@@ -25,7 +25,7 @@ class CountingBackend:
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    return LocalBackend(str(tiny_model_dir))
+    return LocalSource(str(tiny_model_dir))
 
 
 @pytest.fixture

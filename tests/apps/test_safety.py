@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from weaver.apps.safety import SafetyPolicy, cn_id_ok, load_policy, luhn_ok
 from weaver.errors import ConfigError
+from weaver.safety import SafetyPolicy, cn_id_ok, load_policy, luhn_ok
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from weaver.apps.retrieval import Index, build_index, chunk_document, tokenize
-from weaver.apps.safety import load_policy
 from weaver.apps.support import answer
 from weaver.errors import DataError
+from weaver.safety import load_policy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECALL3_FLOOR = 0.97  # measured 1.00 (36/36) for hybrid, embedding and lexical; allow one miss
@@ -150,10 +150,10 @@ def test_http_route_answers_and_hands_over(index):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from weaver.apps.support import make_router
+    from weaver.serve.app_routes import support_router
 
     app = FastAPI()
-    app.include_router(make_router(str(index.path), Recorder, policy=load_policy(audit_log="off")))
+    app.include_router(support_router(str(index.path), Recorder, policy=load_policy(audit_log="off")))
     client = TestClient(app)
     ok = client.post("/v1/weaver/support", json={"question": "I forgot my Gmail password and lost my phone number"})
     assert ok.status_code == 200 and not ok.json()["handed_over"]

@@ -3,6 +3,7 @@
 import pytest
 
 from weaver.errors import ModelNotFoundError
+from weaver.files import weaver_home
 from weaver.models import loading
 from weaver.models.loading import convert_gguf, load_model, resolve
 
@@ -42,7 +43,7 @@ def test_interrupted_conversion_leaves_nothing_usable(tmp_path, fake_convert):
     with pytest.raises(KeyboardInterrupt):
         convert_gguf(gguf)
     models = tmp_path.parent  # WEAVER_HOME is private per test; look for a finished-looking folder
-    home = loading.weaver_home() / "models"
+    home = weaver_home() / "models"
     assert not [p for p in home.iterdir() if not p.name.startswith(".")], models
     fake_convert["fail"] = False
     out = convert_gguf(gguf)

@@ -225,7 +225,7 @@ def test_alias_bomb_in_a_run_config_is_refused_fast(tmp_path, figures):
 
 
 def test_alias_bomb_in_a_safety_policy_is_refused_fast(tmp_path, figures):
-    from weaver.apps.safety import load_policy
+    from weaver.safety import load_policy
 
     path = tmp_path / "policy.yaml"
     path.write_text(f"blocklist:\n  en: {_bomb('badword')}\n")

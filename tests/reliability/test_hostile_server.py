@@ -89,7 +89,7 @@ HOSTILE_TEXTS = {  # each 200k characters: the email pattern alone took ~30 s on
 
 @pytest.mark.parametrize("name", HOSTILE_TEXTS)
 def test_the_safety_policy_reads_hostile_text_in_linear_time(name):
-    from weaver.apps.safety import load_policy
+    from weaver.safety import load_policy
 
     policy = load_policy(audit_log="off")
     t0 = time.perf_counter()

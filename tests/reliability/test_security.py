@@ -196,8 +196,8 @@ def test_pickle_adapter_runs_no_code(tiny_model_dir, tmp_path):
 def test_resuming_a_foreign_checkpoint_runs_no_code(tiny_model, tmp_path):
     from weaver.config import TrainConfig
     from weaver.tuning import checkpoint as ckpt
-    from weaver.tuning.engine import make_optimizer, make_scheduler
     from weaver.tuning.methods import build_trainable
+    from weaver.tuning.step import make_optimizer, make_scheduler
 
     model = build_trainable(tiny_model[0], TrainConfig())
     opt = make_optimizer(model, TrainConfig())

@@ -166,8 +166,7 @@ def test_support_route_answers_from_the_index_with_the_key(tiny_model_dir, faq_i
 
 
 def test_stream_guard_never_splits_an_email_and_streams_chinese_early():
-    from weaver.apps.safety import load_policy
-    from weaver.serve.safety import StreamGuard
+    from weaver.safety import StreamGuard, load_policy
 
     guard = StreamGuard(load_policy(audit_log="off"))
     out = [guard.push(p) for p in ["Mail bo", "b@exa", "mple.", "org, or", " call"]] + [guard.flush()]

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from weaver.cli import main
+from weaver.cli.serve import parse_adapters
 from weaver.errors import ConfigError
 from weaver.serve.backend import Row, RowDecoder
-from weaver.serve.cli import parse_adapters
 from weaver.serve.settings import ServeSettings
 
 

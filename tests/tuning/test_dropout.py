@@ -7,8 +7,8 @@ import torch
 
 from weaver.config import TrainConfig
 from weaver.data.tokenize import collate, encode_example
-from weaver.tuning.engine import CausalLMLoss
 from weaver.tuning.methods import build_trainable
+from weaver.tuning.step import CausalLMLoss
 
 
 def _tiny_gemma3():

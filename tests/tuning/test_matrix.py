@@ -130,14 +130,14 @@ def _generate_cli(run: Path, capsys) -> str:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_generate_cli_equals_the_engine_and_the_apps_backend(setup, replies, method, capsys):
-    from weaver.apps.backend import LocalBackend
+    from weaver.apps.source import LocalSource
     from weaver.data.chat import render_messages
     from weaver.generate.engine import SamplingParams
 
     run = setup[3][method]
     text = _generate_cli(run, capsys)  # streamed (engine.stream)
     assert text.strip()
-    local = LocalBackend(str(run))
+    local = LocalSource(str(run))
     prompt = render_messages(local.tokenizer, [{"role": "user", "content": PROMPT}])
     params = SamplingParams(max_new_tokens=8, repetition_penalty=PENALTY)
     batched = local.generator.generate(["Hi", prompt, "Write a headline about a harbour."], params)

@@ -8,8 +8,8 @@ import torch
 from weaver.config import TrainConfig
 from weaver.data.tokenize import collate, encode_example
 from weaver.errors import ConfigError
-from weaver.tuning.engine import CausalLMLoss, choose_precision, make_optimizer
 from weaver.tuning.methods import build_trainable, selected_layers
+from weaver.tuning.step import CausalLMLoss, choose_precision, make_optimizer
 
 
 def _batch(tokenizer):

@@ -16,9 +16,9 @@ import torch
 from weaver.config import TrainConfig, load_config
 from weaver.data.tokenize import Collator, encode_example
 from weaver.errors import ConfigError
-from weaver.tuning.engine import CausalLMLoss
 from weaver.tuning.methods import build_trainable, enable_checkpointing
 from weaver.tuning.run import tune
+from weaver.tuning.step import CausalLMLoss
 
 from .conftest import tiny_overrides
 

@@ -107,8 +107,8 @@ def test_resume_refuses_a_different_run(tiny_model_dir, tiny_data, tmp_path):
 
 def test_checkpoint_round_trip_restores_rng_and_weights(tiny_model, tmp_path):
     from weaver.config import TrainConfig
-    from weaver.tuning.engine import make_optimizer, make_scheduler
     from weaver.tuning.methods import build_trainable
+    from weaver.tuning.step import make_optimizer, make_scheduler
 
     model = build_trainable(tiny_model[0], TrainConfig())
     opt = make_optimizer(model, TrainConfig())

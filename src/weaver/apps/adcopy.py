@@ -4,7 +4,7 @@
         --tone playful --keywords grip,lightweight --n 5
     weaver adcopy --model runs/adgen --attributes "类型#上衣*颜色#白色*风格#简约" --lang zh --n 5 --json
 
-    cands = generate_adcopy(backend, AdRequest(product="...", audience="...", tone="..."), n=5)
+    cands = generate_adcopy(source, AdRequest(product="...", audience="...", tone="..."), n=5)
 
 Candidates are sampled (temperature 0.9, top-p 0.95) in rounds with different seeds until N distinct ones
 survive near-duplicate removal (character 3-gram Jaccard >= 0.6, weaver.apps.text.dedup) or the round
@@ -27,10 +27,10 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from weaver.apps.safety import SafetyPolicy, load_policy
 from weaver.apps.text import dedup, keyword_coverage
 from weaver.data.records import Record, language_of
 from weaver.errors import WeaverError
+from weaver.safety import SafetyPolicy, load_policy
 
 W_LIKELIHOOD, W_KEYWORDS, W_LENGTH = 0.4, 0.4, 0.2
 TARGET_WORDS = (15, 60)
@@ -123,12 +123,12 @@ def score_candidates(texts: list[str], logliks: list[float] | None, keywords: li
     return sorted(out, key=lambda c: -c.score)
 
 
-def generate_adcopy(backend, req: AdRequest, n: int = 5, seed: int = 0, policy: SafetyPolicy | None = None,
+def generate_adcopy(source, req: AdRequest, n: int = 5, seed: int = 0, policy: SafetyPolicy | None = None,
                     max_new_tokens: int | None = None) -> list[Candidate]:
     """N distinct, ranked ad copy candidates (fewer if the model keeps repeating itself).
 
     Args:
-        backend: weaver.apps.backend LocalBackend or HttpBackend.
+        source: weaver.apps.source LocalSource or ServerSource.
         req: the product description.
         n: candidates wanted.
         seed: base sampling seed (round r uses seed + r).
@@ -139,7 +139,7 @@ def generate_adcopy(backend, req: AdRequest, n: int = 5, seed: int = 0, policy: 
     Raises:
         WeaverError: no product description, or the request is blocked by the safety policy.
     """
-    from weaver.apps.backend import default_params
+    from weaver.apps.source import default_params
 
     if n < 1:
         raise WeaverError("--n must be at least 1")
@@ -152,13 +152,13 @@ def generate_adcopy(backend, req: AdRequest, n: int = 5, seed: int = 0, policy: 
     texts: list[str] = []
     for r in range(MAX_ROUNDS):
         params = default_params("adcopy", max_new_tokens, n=n, temperature=0.9, top_p=0.95, seed=seed + r)
-        sampled = backend.generate([record], "adcopy", params)[0]
+        sampled = source.generate([record], "adcopy", params)[0]
         checked = [policy.check_output(t, app="adcopy") for t in sampled]
         texts += dedup([d.text for d in checked if not d.blocked], keep=texts)
         if len(texts) >= n:
             break
     texts = texts[:n]
-    logliks = backend.loglik(record, "adcopy", texts) if getattr(backend, "supports_loglik", False) else None
+    logliks = source.loglik(record, "adcopy", texts) if getattr(source, "supports_loglik", False) else None
     return score_candidates(texts, logliks, request_keywords(req))
 
 

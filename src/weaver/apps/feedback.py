@@ -170,7 +170,7 @@ def export(store: FeedbackStore, out_dir: str | os.PathLike) -> dict:
     A pair per (request with a chosen draft, draft not chosen): chosen = the final text (edited, or the pick
     itself), rejected = the other draft. An SFT example per request whose final text was edited.
     """
-    from weaver.config import atomic_write_text
+    from weaver.files import atomic_write_text
 
     pairs, sft = [], []
     for req in store.all_requests():

@@ -2,8 +2,8 @@
 
     weaver newsroom --model smollm2-135m-instruct --in articles/ --out digest/ --n-headlines 3
 
-    from weaver.apps.backend import open_backend
-    result = run_newsroom(open_backend("smollm2-135m-instruct"), "articles/", "digest/", n_headlines=3)
+    from weaver.apps.source import open_source
+    result = run_newsroom(open_source("smollm2-135m-instruct"), "articles/", "digest/", n_headlines=3)
 
 Input: a folder of .txt/.md files (one article each, read in sorted path order) or a .jsonl file with one
 article per line (`text`, `article`, `input` or `content`, plus optional `id` and `title`). Each finished
@@ -30,11 +30,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weaver.apps.safety import SafetyPolicy, load_policy
 from weaver.apps.text import dedup
-from weaver.config import atomic_write_text
 from weaver.data.records import Record
 from weaver.errors import DataError
+from weaver.files import atomic_write_text
+from weaver.safety import SafetyPolicy, load_policy
 
 log = logging.getLogger(__name__)
 TEXT_KEYS = ("text", "article", "input", "content")
@@ -135,11 +135,11 @@ def _check(policy: SafetyPolicy, texts: list[str]) -> list[str]:
     return [policy.check_output(t, app="newsroom").text for t in texts]
 
 
-def process_article(backend, article: Article, n_headlines: int, policy: SafetyPolicy, seed: int = 0,
+def process_article(source, article: Article, n_headlines: int, policy: SafetyPolicy, seed: int = 0,
                     max_new_tokens: int | None = None, grounding: bool = True) -> dict:
     """Summary, headline, alternatives and (with grounding) the summary's per-sentence support by the article:
     the JSON written to articles/<id>.json."""
-    from weaver.apps.backend import default_params
+    from weaver.apps.source import default_params
 
     gate = policy.check_prompt(article.text, app="newsroom")
     entry = {"id": article.id, "title": article.title, "source": article.source,
@@ -147,14 +147,14 @@ def process_article(backend, article: Article, n_headlines: int, policy: SafetyP
     if gate.blocked:
         return {**entry, "summary": gate.text, "headline": "", "alternatives": []}
     record = Record(id=article.id, instruction="", input=gate.text, output="", source=article.source)
-    summary = backend.generate([record], "summarize", default_params("summarize", max_new_tokens))[0][0]
-    headline = backend.generate([record], "headline", default_params("headline", max_new_tokens))[0][0]
+    summary = source.generate([record], "summarize", default_params("summarize", max_new_tokens))[0][0]
+    headline = source.generate([record], "headline", default_params("headline", max_new_tokens))[0][0]
     alternatives: list[str] = []
     if n_headlines > 0:
         art_seed = seed + int(hashlib.sha1(article.id.encode()).hexdigest()[:6], 16)
         params = default_params("headline", max_new_tokens, n=2 * n_headlines, temperature=0.9, top_p=0.95,
                                 seed=art_seed)
-        sampled = backend.generate([record], "headline", params)[0]
+        sampled = source.generate([record], "headline", params)[0]
         alternatives = dedup(sampled, keep=[headline])[:n_headlines]
     summary, headline, *alternatives = _check(policy, [summary, headline, *alternatives])
     entry = {**entry, "summary": summary, "headline": headline, "alternatives": alternatives}
@@ -173,13 +173,13 @@ def _done(path: Path, sha: str) -> dict | None:
     return entry if isinstance(entry, dict) and entry.get("sha256") == sha else None
 
 
-def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
+def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
                  policy: SafetyPolicy | None = None, seed: int = 0, max_new_tokens: int | None = None,
                  progress: bool = True, grounding: bool = True) -> NewsroomResult:
     """Process every article not already done, then write digest.md and digest.html.
 
     Args:
-        backend: weaver.apps.backend LocalBackend or HttpBackend.
+        source: weaver.apps.source LocalSource or ServerSource.
         in_path: folder of .txt/.md files or a .jsonl file.
         out_dir: output folder (articles/, digest.md, digest.html).
         n_headlines: alternative headlines per article.
@@ -212,7 +212,7 @@ def run_newsroom(backend, in_path: str | Path, out_dir: str | Path, n_headlines:
             result.skipped.append(art.id)
         else:
             try:
-                entry = process_article(backend, art, n_headlines, policy, seed, max_new_tokens, grounding)
+                entry = process_article(source, art, n_headlines, policy, seed, max_new_tokens, grounding)
             except Exception as exc:  # noqa: BLE001 - one failed article must not stop the batch
                 result.failed[art.id] = f"{art.source}: {type(exc).__name__}: {exc}"
                 log.warning("article %s failed: %s", art.id, exc)

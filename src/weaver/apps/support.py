@@ -3,7 +3,7 @@
     weaver support index --kb faq.jsonl --out kb.sqlite
     weaver support ask --index kb.sqlite --model smollm2-135m-instruct "I forgot my Gmail password"
 
-    reply = answer(backend, Index("kb.sqlite"), "I forgot my Gmail password")
+    reply = answer(source, Index("kb.sqlite"), "I forgot my Gmail password")
     reply.text, reply.citations, reply.handed_over
 
 The question passes the safety policy first (PII redacted, blocklisted requests refused). The top-k
@@ -17,7 +17,7 @@ set (as it is for an uncited reply). When
 the retrieval confidence (top cosine similarity) is below `min_confidence` (default 0.3: on the test
 FAQ every paraphrased question scored >= 0.42 and every off-topic one <= 0.17) the app does not generate:
 it answers that a human colleague will take over. The reply passes the safety policy before it is shown.
-Served at POST /v1/weaver/support via `make_router` (see weaver.serve).
+Served at POST /v1/weaver/support by weaver.serve.app_routes.support_router.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass, field
 
 from weaver.apps.retrieval import Hit, Index
-from weaver.apps.safety import SafetyPolicy, is_chinese, load_policy
 from weaver.data.records import Record
+from weaver.safety import SafetyPolicy, is_chinese, load_policy
 
 MIN_CONFIDENCE = 0.3
 HANDOVER = {
@@ -93,13 +93,13 @@ def build_record(question: str, hits: list[Hit], lang: str = "en") -> Record:
     )
 
 
-def answer(backend, index: Index, question: str, k: int = 3, min_confidence: float = MIN_CONFIDENCE,
+def answer(source, index: Index, question: str, k: int = 3, min_confidence: float = MIN_CONFIDENCE,
            mode: str = "hybrid", policy: SafetyPolicy | None = None, max_new_tokens: int | None = None
            ) -> SupportReply:
     """Answer a customer message from the knowledge base, or hand it over to a human.
 
     Args:
-        backend: weaver.apps.backend LocalBackend or HttpBackend.
+        source: weaver.apps.source LocalSource or ServerSource.
         index: the knowledge-base index.
         question: the customer's message.
         k: passages retrieved and put in the prompt.
@@ -110,7 +110,7 @@ def answer(backend, index: Index, question: str, k: int = 3, min_confidence: flo
     Returns:
         A SupportReply.
     """
-    from weaver.apps.backend import default_params
+    from weaver.apps.source import default_params
 
     policy = policy or load_policy()
     lang = "zh" if is_chinese(question) else "en"
@@ -122,7 +122,7 @@ def answer(backend, index: Index, question: str, k: int = 3, min_confidence: flo
         return SupportReply(HANDOVER[lang], handed_over=True, confidence=confidence, passages=hits,
                             safety=[gate.to_dict()])
     params = default_params("support_reply", max_new_tokens)
-    text = backend.generate([build_record(gate.text, hits, lang)], "support_reply", params)[0][0]
+    text = source.generate([build_record(gate.text, hits, lang)], "support_reply", params)[0][0]
     ids = [h.id for h in hits]
     cited = [i for i in ids if f"[{i}]" in text or re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", text)]
     out = policy.check_output(text, app="support")
@@ -155,42 +155,3 @@ def ground_reply(text: str, hits: list[Hit], lang: str) -> dict:
          "source": sentences[s.sources[0][0]] if s.sources else None,
          "unsupported_entities": s.unsupported_entities} for s in ex.sentences]}
 
-
-def make_router(index_path: str, backend_factory, policy: SafetyPolicy | None = None):
-    """A FastAPI router serving POST /v1/weaver/support for one index.
-
-    Args:
-        index_path: the SQLite index built by `weaver support index`.
-        backend_factory: () -> backend, called once on first use (e.g. the server's loaded model).
-        policy: safety policy (default: load_policy()).
-    Returns:
-        An APIRouter to `app.include_router(...)`.
-    """
-    import anyio
-    from fastapi import APIRouter
-    from pydantic import BaseModel, Field
-
-    class SupportRequest(BaseModel):
-        question: str = Field(min_length=1, max_length=4000)
-        k: int = Field(3, ge=1, le=10)
-        min_confidence: float = Field(MIN_CONFIDENCE, ge=-1.0, le=1.0)
-        mode: str = Field("hybrid", pattern="^(hybrid|embedding|lexical)$")
-        max_new_tokens: int | None = Field(None, ge=1, le=1024)
-
-    router = APIRouter()
-    state: dict = {}
-
-    def _run(req: SupportRequest) -> dict:
-        if not state:
-            state.update(index=Index(index_path), backend=backend_factory(), policy=policy or load_policy())
-        reply = answer(state["backend"], state["index"], req.question, req.k, req.min_confidence, req.mode,
-                       state["policy"], req.max_new_tokens)
-        return reply.to_dict()
-
-    async def support(req) -> dict:
-        return await anyio.to_thread.run_sync(_run, req)
-
-    # This module uses postponed annotations; FastAPI needs the real class to read the body schema.
-    support.__annotations__ = {"req": SupportRequest, "return": dict}
-    router.post("/v1/weaver/support")(support)
-    return router

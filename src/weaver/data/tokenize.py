@@ -122,7 +122,7 @@ class Collator:
     and no example attends to another (tests/data/test_tokenize.py checks the logits against unpacked runs).
     Call the model as `model(**batch, use_cache=False)`: transformers only detects packed rows when no
     cache is in use, and a model left at its default use_cache=True lets examples attend to each other
-    (weaver.tuning.engine.CausalLMLoss never uses a cache).
+    (weaver.tuning.step.CausalLMLoss never uses a cache).
     """
 
     def __init__(self, pad_id: int, pack: bool = False):

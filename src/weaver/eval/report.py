@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from weaver.config import atomic_write_text
+from weaver.files import atomic_write_text
 
 BAR_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "semantic")
 CSS = """

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weaver.config import RunConfig, to_dict, versions
+from weaver.config import RunConfig, to_dict
 from weaver.errors import ConfigError
 from weaver.eval import metrics as M
 from weaver.eval.scoring import compare, grounding, score_outputs
+from weaver.files import versions
 
 GROUNDED_TASKS = ("summarize", "headline")  # outputs that should rest on the input: faithfulness by default
 

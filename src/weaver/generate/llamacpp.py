@@ -33,10 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weaver.errors import ConfigError, WeaverError
+from weaver.files import sha256_file, weaver_home
 from weaver.generate.engine import Completion, SamplingParams
 from weaver.models.catalog import find_entry
 from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
-from weaver.models.loading import _assemble_gguf, resolve, sha256_file, weaver_home
+from weaver.models.loading import _assemble_gguf, resolve
 from weaver.serve.backend import Backend, RowDecoder, _base_id, _run_data_config, resolve_adapter
 
 # Threads per decode. Measured (SmolLM2-135M Q4_1, 32-token greedy replies, 2 cores shared with other jobs at

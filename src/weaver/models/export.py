@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from weaver.config import atomic_write_text, versions
 from weaver.errors import WeaverError
+from weaver.files import atomic_write_text, versions
 from weaver.models.loading import MANIFEST, MERGEABLE, load_model, resolve
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ weights (`merge=True`); prefix tuning (virtual tokens in the attention cache) an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,24 +26,11 @@ from pathlib import Path
 import yaml
 
 from weaver.errors import ModelNotFoundError, WeaverError
+from weaver.files import sha256_file, weaver_home
 from weaver.models.catalog import CatalogEntry, find_entry, unknown_model_error
 
 log = logging.getLogger(__name__)
 MANIFEST = "weaver-model.json"
-
-
-def weaver_home() -> Path:
-    """The cache root: $WEAVER_HOME, default ~/.cache/weaver."""
-    return Path(os.environ.get("WEAVER_HOME") or Path.home() / ".cache" / "weaver")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_ok(folder: Path) -> bool:

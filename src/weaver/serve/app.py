@@ -31,8 +31,9 @@ from starlette.concurrency import run_in_threadpool
 
 from weaver.errors import ConfigError, WeaverError
 from weaver.serve import openai_format as fmt
-from weaver.serve.apps import apps_router
+from weaver.serve.app_routes import apps_router
 from weaver.serve.backend import Backend, BatchParams, Row, make_backend
+from weaver.serve.content_filter import filter_response, gate_prompt, safe_stream_events, server_policy
 from weaver.serve.errors import (
     APIError,
     BodyLimitMiddleware,
@@ -41,7 +42,6 @@ from weaver.serve.errors import (
     install_error_handlers,
     key_dependency,
 )
-from weaver.serve.safety import filter_response, gate_prompt, safe_stream_events, server_policy
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
@@ -314,15 +314,15 @@ def _task_prompt(state: ServerState, task: str, model_id: str, body: TaskRequest
 
 def _support_router(state: ServerState) -> APIRouter:
     """POST /v1/weaver/support (weaver.apps.support) on the served model, behind the API key."""
-    from weaver.apps.support import make_router
-    from weaver.serve.safety import permissive_policy
-    from weaver.serve.support import ServedBackend
+    from weaver.safety import permissive_policy
+    from weaver.serve.app_routes import support_router
+    from weaver.serve.source import ServedSource
 
     if not Path(state.settings.support_index).expanduser().is_file():
         raise ConfigError(f"--support-index {state.settings.support_index!r} does not exist; build one with "
                           "`weaver support index --kb FAQ --out INDEX`")
     router = APIRouter(dependencies=[key_dependency(state.settings.api_key)])
-    router.include_router(make_router(state.settings.support_index, lambda: ServedBackend(state),
+    router.include_router(support_router(state.settings.support_index, lambda: ServedSource(state),
                                       state.policy or permissive_policy()))
     return router
 

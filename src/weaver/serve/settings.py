@@ -55,7 +55,7 @@ class ServeSettings:
     log_prompts: bool = False
     """Log prompt texts (off by default: prompts may be private)."""
     safety: bool = True
-    """Apply the safety policy (weaver.apps.safety) to every request text and reply (--no-safety turns it off)."""
+    """Apply the safety policy (weaver.safety) to every request text and reply (--no-safety turns it off)."""
     safety_policy: str | None = None
     """Safety policy YAML (--safety-policy); None = $WEAVER_SAFETY, else the packaged policy."""
     support_index: str | None = None

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from weaver.errors import DiskFullError, WeaverError
-from weaver.models.loading import sha256_file
+from weaver.files import sha256_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

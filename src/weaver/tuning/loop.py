@@ -31,7 +31,7 @@ from weaver.config import RunConfig, TrainConfig, to_dict
 from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
 from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
-from weaver.tuning.engine import (
+from weaver.tuning.step import (
     CausalLMLoss,
     autocast,
     choose_precision,

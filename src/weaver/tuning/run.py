@@ -19,8 +19,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from weaver.config import RunConfig, atomic_write_text, save_resolved
+from weaver.config import RunConfig, save_resolved
 from weaver.errors import ConfigError, WeaverError
+from weaver.files import atomic_write_text
 from weaver.tuning.callbacks import TrainingDiverged
 from weaver.tuning.loop import TrainData, Trainer, plan_steps
 

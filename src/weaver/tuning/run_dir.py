@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from weaver.config import RunConfig, atomic_write_text, parse_yaml, to_dict
+from weaver.config import RunConfig, parse_yaml, to_dict
 from weaver.errors import ConfigError
+from weaver.files import atomic_write_text
 from weaver.tuning.checkpoint import latest_checkpoint
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,9 @@ from typing import Any
 
 import yaml
 
-from weaver.config import atomic_write_text, load_config, read_yaml, to_dict
+from weaver.config import load_config, read_yaml, to_dict
 from weaver.errors import ConfigError, WeaverError
+from weaver.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 LORA_LIKE = ("lora", "adalora")

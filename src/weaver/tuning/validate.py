@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from weaver.tuning.engine import autocast
+from weaver.tuning.step import autocast
 
 
 @torch.no_grad()

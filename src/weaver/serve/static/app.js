@@ -1,221 +1,104 @@
-// Weaver's writer's desk: choose a model and a task, paste text, watch N drafts stream in, copy or edit them.
-// Talks only to this server (/v1/models, /v1/weaver/tasks, /v1/weaver/{task} with stream=true).
-// Generated text is inserted with textContent only, never as HTML.
+// Weaver studio: the tabs (arrow keys move between them), the language switch and the History panel
+// (GET /v1/weaver/history; a newsroom batch is one entry), which reopens past work in its view.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-let tasks = [];
-let models = [];
-let controller = null;
+const VIEWS = ["write", "newsroom", "adcopy", "support", "history"];
 
-function headers() {
-  const h = { "Content-Type": "application/json" };
-  const key = $("api-key").value.trim();
-  if (key) h.Authorization = "Bearer " + key;
-  return h;
-}
-
-function showError(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = false;
-}
-
-function clearError() {
-  $("error").hidden = true;
-  $("error").textContent = "";
-}
-
-async function errorMessage(response) {
-  let detail = response.statusText;
-  try {
-    const body = await response.json();
-    if (body && body.error && body.error.message) detail = body.error.message;
-  } catch (e) { /* not JSON: keep the status text */ }
-  return "Error " + response.status + ": " + detail;
-}
-
-async function getJSON(path) {
-  const response = await fetch(path, { headers: headers() });
-  if (!response.ok) throw new Error(await errorMessage(response));
-  return response.json();
-}
-
-function fillSelect(select, items, label) {
-  select.replaceChildren();
-  for (const item of items) {
-    const option = document.createElement("option");
-    option.value = item.id;
-    option.textContent = label(item);
-    select.appendChild(option);
+function showView(name) {
+  for (const view of VIEWS) {
+    const tab = W.$("tab-" + view);
+    const selected = view === name;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    W.$("view-" + view).hidden = !selected;
   }
+  if (name === "history") loadHistory();
 }
 
-function renderFields() {
-  const task = tasks.find((t) => t.name === $("task").value);
-  const box = $("fields");
-  const old = {};
-  for (const area of box.querySelectorAll("textarea")) old[area.dataset.field] = area.value;
-  box.replaceChildren();
-  if (!task) return;
-  $("task-description").textContent = task.description;
-  for (const name of task.fields) {
-    const label = document.createElement("label");
-    label.textContent = name.replace(/_/g, " ");
-    const area = document.createElement("textarea");
-    area.id = "field-" + name;
-    area.dataset.field = name;
-    area.value = old[name] || "";
-    label.appendChild(area);
-    box.appendChild(label);
-  }
-}
-
-function onModelChange() {
-  const model = models.find((m) => m.id === $("model").value);
-  const task = model && model.weaver && model.weaver.task;
-  if (task && tasks.some((t) => t.name === task)) {
-    $("task").value = task;
-    renderFields();
-  }
-}
-
-async function loadChoices() {
-  clearError();
-  try {
-    models = (await getJSON("/v1/models")).data;
-    tasks = (await getJSON("/v1/weaver/tasks")).data;
-  } catch (e) {
-    showError(e.message + (e.message.startsWith("Error 401") ? " — enter the server's API key above." : ""));
-    return;
-  }
-  fillSelect($("model"), models, (m) => m.id + (m.weaver && m.weaver.task ? " (tuned: " + m.weaver.task + ")" : ""));
-  fillSelect($("task"), tasks.map((t) => ({ id: t.name })), (t) => t.id);
-  renderFields();
-  onModelChange();
-}
-
-function makeCards(n) {
-  const list = $("candidates");
-  list.replaceChildren();
-  const cards = [];
-  for (let i = 0; i < n; i++) {
-    const card = $("candidate-template").content.firstElementChild.cloneNode(true);
-    card.querySelector(".label").textContent = "Draft " + (i + 1);
-    card.querySelector(".state").textContent = "writing…";
-    const text = card.querySelector(".text");
-    text.dataset.chunks = "0";
-    card.querySelector(".copy").addEventListener("click", () => copyText(card));
-    list.appendChild(card);
-    cards.push({ card, text });
-  }
-  return cards;
-}
-
-async function copyText(card) {
-  const text = card.querySelector(".text").textContent;
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch (e) {
-    const area = document.createElement("textarea");
-    area.value = text;
-    document.body.appendChild(area);
-    area.select();
-    document.execCommand("copy");
-    area.remove();
-  }
-  card.querySelector(".state").textContent = "copied";
-}
-
-function handleEvent(data, cards) {
-  if (data.error) {
-    showError("Error: " + data.error.message);
-    return;
-  }
-  for (const choice of data.choices || []) {
-    const target = cards[choice.index];
-    if (!target) continue;
-    const piece = choice.delta && choice.delta.content;
-    if (piece) {
-      target.text.textContent += piece;
-      target.text.dataset.chunks = String(Number(target.text.dataset.chunks) + 1);
-    }
-    if (choice.finish_reason) {
-      target.card.querySelector(".state").textContent = choice.finish_reason === "length" ? "done (length limit)" : "done";
-    }
-  }
-}
-
-async function readStream(response, cards) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      for (const line of event.split("\n")) {
-        if (!line.startsWith("data: ")) continue;
-        const payload = line.slice(6);
-        if (payload === "[DONE]") return;
-        handleEvent(JSON.parse(payload), cards);
-      }
-    }
-  }
-}
-
-function requestBody() {
-  const body = { model: $("model").value, stream: true, n: Number($("n").value) || 1 };
-  const temperature = $("temperature").value;
-  if (temperature !== "") body.temperature = Number(temperature);
-  const maxTokens = $("max-tokens").value;
-  if (maxTokens !== "") body.max_tokens = Number(maxTokens);
-  for (const area of $("fields").querySelectorAll("textarea")) body[area.dataset.field] = area.value;
-  return body;
-}
-
-async function write(event) {
+function onTabKey(event) {
+  if (!["ArrowLeft", "ArrowRight", "Home", "End"].includes(event.key)) return;
+  const tabs = VIEWS.map((v) => W.$("tab-" + v)).filter((t) => !t.hidden);
+  let i = tabs.indexOf(document.activeElement);
+  if (event.key === "ArrowRight") i = (i + 1) % tabs.length;
+  else if (event.key === "ArrowLeft") i = (i - 1 + tabs.length) % tabs.length;
+  else i = event.key === "Home" ? 0 : tabs.length - 1;
   event.preventDefault();
-  clearError();
-  if (!tasks.length) await loadChoices();
-  if (!tasks.length) return;
-  const body = requestBody();
-  const cards = makeCards(body.n);
-  controller = new AbortController();
-  $("write").disabled = true;
-  $("stop").disabled = false;
-  $("status").textContent = "Writing " + body.n + " draft(s)…";
-  try {
-    const response = await fetch("/v1/weaver/" + encodeURIComponent($("task").value), {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
-    });
-    if (!response.ok) {
-      showError(await errorMessage(response));
-      $("candidates").replaceChildren();
-      $("status").textContent = "";
-      return;
-    }
-    await readStream(response, cards);
-    $("status").textContent = "Done. Edit a draft in place, or copy it.";
-  } catch (e) {
-    if (e.name === "AbortError") $("status").textContent = "Stopped.";
-    else showError("Error: " + e.message);
-  } finally {
-    $("write").disabled = false;
-    $("stop").disabled = true;
-    controller = null;
+  tabs[i].focus();
+  tabs[i].click();
+}
+
+function preview(req) {
+  const text = req.fields.input || req.fields.product || req.fields.attributes || Object.values(req.fields)[0] || "";
+  return text.length > 90 ? text.slice(0, 90) + "…" : text;
+}
+
+// History entries: one per request, except a newsroom batch, which is one entry of its articles.
+function entries(requests) {
+  const out = [];
+  const batches = new Map();
+  for (const req of requests) {
+    const batch = req.view === "newsroom" && req.fields.batch;
+    if (batch && batches.has(batch)) { batches.get(batch).push(req); continue; }
+    const group = [req];
+    if (batch) batches.set(batch, group);
+    out.push(group);
   }
+  return out;
+}
+
+function historyItem(group) {
+  const req = group[0];
+  const item = W.el("li", "history-item");
+  const when = new Date(req.created * 1000).toLocaleString(W.lang === "zh" ? "zh-CN" : "en");
+  item.appendChild(W.el("strong", "", W.t("view_" + req.view) + " · " + req.task));
+  item.appendChild(W.el("span", "hint", " " + when + " · " + (req.view === "newsroom"
+    ? W.t("hist_articles", group.length) : W.t("hist_drafts", req.drafts.length))));
+  item.appendChild(W.el("p", "preview", preview(req)));
+  if (req.final) item.appendChild(W.el("p", "final", W.t("hist_final", req.final)));
+  const open = W.el("button", "ghost open", W.t("hist_open"));
+  open.type = "button";
+  open.setAttribute("aria-label", W.t("hist_open_aria", preview(req) || req.task));
+  open.addEventListener("click", () => reopen(group));
+  item.appendChild(open);
+  return item;
+}
+
+async function loadHistory() {
+  const list = W.$("history-list");
+  if (!W.studio.recording) { list.replaceChildren(W.el("li", "hint", W.t("recording_off"))); return; }
+  try {
+    const data = (await W.api("/v1/weaver/history?limit=200")).data;
+    const groups = entries(data);
+    list.replaceChildren(...(groups.length ? groups.map(historyItem) : [W.el("li", "hint", W.t("hist_empty"))]));
+  } catch (e) {
+    W.showError(e.message);
+  }
+}
+
+function reopen(group) {
+  const req = group[0];
+  if (req.view === "newsroom") W.reopenNewsroom(group.slice().reverse());
+  else if (req.view === "adcopy") {
+    for (const [k, v] of Object.entries(req.fields)) if (W.$("ad-" + k)) W.$("ad-" + k).value = v;
+    const cards = W.showAdCards(req.drafts.map((d) => ({ text: d.text })), false,
+                                { id: req.id });
+    cards.forEach((card, i) => { if (req.chosen === i) { card.classList.add("chosen"); card.setState("chosen"); } });
+  } else if (req.view === "support") {
+    W.$("sup-question").value = req.fields.input || "";
+    W.showSupport({ reply: req.final || req.drafts[0].text, citations: [], passages: [] }, { id: req.id });
+  } else W.reopenWrite(req);
+  showView(req.view);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("form").addEventListener("submit", write);
-  $("stop").addEventListener("click", () => controller && controller.abort());
-  $("task").addEventListener("change", renderFields);
-  $("model").addEventListener("change", onModelChange);
-  $("api-key").addEventListener("change", loadChoices);
-  loadChoices();
+  let lang = "en";
+  try { lang = localStorage.getItem("weaver-lang") || (navigator.language.startsWith("zh") ? "zh" : "en"); } catch (e) { /* default */ }
+  W.applyLang(lang);
+  W.$("lang").addEventListener("click", () => W.applyLang(W.lang === "zh" ? "en" : "zh"));
+  for (const view of VIEWS) W.$("tab-" + view).addEventListener("click", () => showView(view));
+  W.$("tabs").addEventListener("keydown", onTabKey);
+  W.$("hist-refresh").addEventListener("click", loadHistory);
+  W.initWrite();
+  W.initApps();
+  W.loadChoices();
 });

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from weaver.apps.newsroom_cli import add_backend_arguments
+from weaver.cli.newsroom import add_backend_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}: {stats['added']} added, {stats['updated']} updated, {stats['removed']} removed, "
               f"{stats['unchanged']} unchanged documents ({stats['embedded']} passages embedded)")
         return 0
-    from weaver.apps.backend import open_backend
-    from weaver.apps.safety import load_policy
+    from weaver.apps.source import open_source
     from weaver.apps.support import MIN_CONFIDENCE, answer
+    from weaver.safety import load_policy
 
     if not args.question.strip():
         raise WeaverError("the question is empty: pass the customer's message in quotes")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise WeaverError("--k must be at least 1")
     index = Index(args.index)
     policy = load_policy(args.safety)
-    backend = open_backend(args.model, args.server, args.server_model, lang=args.lang)
+    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
     threshold = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
     reply = answer(backend, index, args.question, args.k, threshold, args.mode, policy, args.max_new_tokens)
     if args.json:

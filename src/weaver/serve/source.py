@@ -1,11 +1,11 @@
-"""The server's loaded model as an apps backend: POST /v1/weaver/support and /v1/weaver/apps/* run on it.
+"""The server's loaded model as a text source for the apps: POST /v1/weaver/support and /v1/weaver/apps/* run on it.
 
-    router = make_router(settings.support_index, lambda: ServedBackend(state), policy)
+    router = support_router(settings.support_index, lambda: ServedSource(state), policy)
 
-`ServedBackend.generate(records, task, params)` renders each record with weaver.data.tasks.render_prompt
+`ServedSource.generate(records, task, params)` renders each record with weaver.data.tasks.render_prompt
 (the default model's own data settings when it was tuned for that task) and queues the prompts on the
 server's batching scheduler, so support replies share batches and the one copy of the weights with every
-other request. It blocks until done: call it off the event loop (make_router runs it in a worker thread).
+other request. It blocks until done: call it off the event loop (support_router runs it in a worker thread).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from weaver.serve.errors import APIError
 from weaver.serve.scheduler import Job, QueueFull
 
 
-class ServedBackend:
-    """Generates with the server's default model through its scheduler (the apps' backend interface)."""
+class ServedSource:
+    """Generates with the server's default model through its scheduler (the apps' text-source interface)."""
 
     supports_loglik = False
 

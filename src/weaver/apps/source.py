@@ -1,12 +1,12 @@
 """Where the apps' text comes from: a local model (any catalog name, HF folder or tuned run) or a server.
 
-    backend = open_backend(model="smollm2-135m-instruct")                   # local, in-process
-    backend = open_backend(server="http://127.0.0.1:8000", server_model="my-adapter")  # a `weaver serve`
-    texts = backend.generate([record], "headline", SamplingParams(max_new_tokens=32, n=3, temperature=0.8))
+    source = open_source(model="smollm2-135m-instruct")                   # local, in-process
+    source = open_source(server="http://127.0.0.1:8000", server_model="my-adapter")  # a `weaver serve`
+    texts = source.generate([record], "headline", SamplingParams(max_new_tokens=32, n=3, temperature=0.8))
 
-Both build prompts only through weaver.data.tasks: the local backend renders them with `render_prompt`
+Both build prompts only through weaver.data.tasks: the local source renders them with `render_prompt`
 (the run's own data settings when the run was tuned for the same task, so a tuned model is asked exactly
-as it was trained), the HTTP backend sends `build_messages(...)` to the OpenAI-compatible
+as it was trained), the server source sends `build_messages(...)` to the OpenAI-compatible
 `/v1/chat/completions` endpoint and the server renders them with its model's template.
 """
 
@@ -52,7 +52,7 @@ def default_params(task: str, max_new_tokens: int | None = None, **overrides) ->
     return dataclasses.replace(params, **overrides)
 
 
-class LocalBackend:
+class LocalSource:
     """An in-process model driven by weaver.generate.engine.Generator."""
 
     supports_loglik = True
@@ -98,7 +98,7 @@ class LocalBackend:
         return out
 
 
-class HttpBackend:
+class ServerSource:
     """A model served by `weaver serve` (or any OpenAI-compatible server), called with httpx."""
 
     supports_loglik = False
@@ -142,9 +142,9 @@ class HttpBackend:
         return out
 
 
-def open_backend(model: str | None = None, server: str | None = None, server_model: str | None = None,
+def open_source(model: str | None = None, server: str | None = None, server_model: str | None = None,
                  lang: str = "en", batch_size: int = 8):
-    """A LocalBackend for --model, or an HttpBackend for --server/--server-model.
+    """A LocalSource for --model, or an ServerSource for --server/--server-model.
 
     Raises:
         WeaverError: neither or both given, or --server without --server-model.
@@ -152,7 +152,7 @@ def open_backend(model: str | None = None, server: str | None = None, server_mod
     if server:
         if not server_model:
             raise WeaverError("--server needs --server-model: the model id the server serves (see GET /v1/models)")
-        return HttpBackend(server, server_model, lang=lang)
+        return ServerSource(server, server_model, lang=lang)
     from weaver.models.catalog import DEFAULT_MODEL
 
-    return LocalBackend(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size)
+    return LocalSource(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from weaver.apps.newsroom_cli import add_backend_arguments
+from weaver.cli.newsroom import add_backend_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,15 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weaver.apps.adcopy import AdRequest, build_record, candidates_json, generate_adcopy
-    from weaver.apps.backend import open_backend
-    from weaver.apps.safety import load_policy
+    from weaver.apps.source import open_source
+    from weaver.safety import load_policy
 
     req = AdRequest(args.product, args.audience, args.tone,
                     [k.strip() for k in args.keywords.replace("，", ",").split(",") if k.strip()],
                     args.attributes, args.lang)
     build_record(req)  # fail on a bad request before loading a model
     policy = load_policy(args.safety)
-    backend = open_backend(args.model, args.server, args.server_model, lang=args.lang)
+    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
     cands = generate_adcopy(backend, req, args.n, args.seed, policy, args.max_new_tokens)
     if args.json:
         print(json.dumps(candidates_json(cands), ensure_ascii=False, indent=2))

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from weaver.apps.backend import HttpBackend, default_params, open_backend
+from weaver.apps.source import ServerSource, default_params, open_source
 from weaver.data.records import Record
 from weaver.errors import WeaverError
 
@@ -21,7 +21,7 @@ def test_http_backend_sends_task_messages_and_returns_n_texts():
         choices = [{"index": i, "message": {"role": "assistant", "content": f" text {i} "}} for i in range(body["n"])]
         return httpx.Response(200, json={"choices": choices})
 
-    backend = HttpBackend("http://srv", "news-lora")
+    backend = ServerSource("http://srv", "news-lora")
     backend.client = httpx.Client(base_url="http://srv", transport=httpx.MockTransport(handler))
     out = backend.generate([Record("a", "", "An article.", "")], "headline", default_params("headline", n=2))
     assert out == [["text 0", "text 1"]]
@@ -30,10 +30,10 @@ def test_http_backend_sends_task_messages_and_returns_n_texts():
 
 
 def test_http_backend_errors_are_one_sentence():
-    backend = HttpBackend("http://srv", "m")
+    backend = ServerSource("http://srv", "m")
     backend.client = httpx.Client(base_url="http://srv", transport=httpx.MockTransport(
         lambda r: httpx.Response(404, json={"error": {"message": "model 'm' not found"}})))
     with pytest.raises(WeaverError, match="answered 404: model 'm' not found"):
         backend.generate([Record("a", "", "x", "")], "headline", default_params("headline"))
     with pytest.raises(WeaverError, match="--server-model"):
-        open_backend(server="http://srv")
+        open_source(server="http://srv")

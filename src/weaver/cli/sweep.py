@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="sweep folder (default: sweeps/CONFIG-NAME); run again to continue")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.epilog = "Any config value can be fixed for every trial with --section.key value."
-    from weaver.eval.cli import accept_overrides
+    from weaver.cli.eval import accept_overrides
 
     accept_overrides(p)
 

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weaver.config import atomic_write_text
+    from weaver.files import atomic_write_text
     from weaver.tuning import registry
 
     if args.paths[:1] == ["compare"]:

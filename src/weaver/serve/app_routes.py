@@ -1,4 +1,4 @@
-"""The writing apps over HTTP, on the served model: newsroom and ad copy (support is in weaver.apps.support).
+"""The writing apps over HTTP, on the served model: newsroom, ad copy and support.
 
     POST /v1/weaver/apps/newsroom  {"articles": [{"id": "a1", "title": "...", "text": "..."}], "n_headlines": 3}
     -> {"object": "weaver.newsroom", "model": "...", "articles": [{"id", "summary", "headline",
@@ -10,7 +10,7 @@
         "keyword_coverage", "length_fit"}], "score": {"weights": {...}, "likelihood": false}}
 
 Both run the same functions as `weaver newsroom` and `weaver adcopy` (weaver.apps.newsroom.process_article,
-weaver.apps.adcopy.generate_adcopy) through ServedBackend, so their prompts share the server's batching
+weaver.apps.adcopy.generate_adcopy) through ServedSource, so their prompts share the server's batching
 scheduler and the one copy of the weights. `model` picks a served adapter (GET /v1/models; default: the
 first). Articles of one request are processed concurrently (their generations batch together); an article
 the model cannot take (longer than the context window) is listed in `failed` and the others are returned.
@@ -28,6 +28,7 @@ import anyio
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from weaver.apps.support import MIN_CONFIDENCE
 from weaver.errors import WeaverError
 from weaver.serve.errors import APIError, key_dependency
 
@@ -63,12 +64,20 @@ class AdcopyRequest(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=1024)
 
 
+class SupportRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    k: int = Field(3, ge=1, le=10)
+    min_confidence: float = Field(MIN_CONFIDENCE, ge=-1.0, le=1.0, description="Below it the reply is handed over.")
+    mode: str = Field("hybrid", pattern="^(hybrid|embedding|lexical)$")
+    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+
+
 def apps_router(state) -> APIRouter:
     """POST /v1/weaver/apps/newsroom and /v1/weaver/apps/adcopy for a weaver.serve.app.ServerState."""
     from weaver.apps.adcopy import W_KEYWORDS, W_LENGTH, W_LIKELIHOOD, AdRequest, candidates_json, generate_adcopy
     from weaver.apps.newsroom import Article, process_article
-    from weaver.serve.safety import permissive_policy
-    from weaver.serve.support import ServedBackend
+    from weaver.safety import permissive_policy
+    from weaver.serve.source import ServedSource
 
     router = APIRouter(prefix="/v1/weaver/apps", dependencies=[key_dependency(state.settings.api_key)])
 
@@ -78,7 +87,7 @@ def apps_router(state) -> APIRouter:
     def newsroom(req: NewsroomRequest) -> dict:
         state.require_ready()
         model_id, _ = state.adapter_for(req.model)
-        backend = ServedBackend(state, model_id, req.lang)
+        source = ServedSource(state, model_id, req.lang)
         ids = [a.id or f"article-{i + 1}" for i, a in enumerate(req.articles)]
         if len(set(ids)) != len(ids):
             raise APIError(400, "article ids must be unique", param="articles", code="duplicate_id")
@@ -86,7 +95,7 @@ def apps_router(state) -> APIRouter:
 
         def one(article: Article) -> dict:
             try:
-                return process_article(backend, article, req.n_headlines, policy(), req.seed, req.max_new_tokens)
+                return process_article(source, article, req.n_headlines, policy(), req.seed, req.max_new_tokens)
             except APIError as exc:
                 if exc.status_code != 400:  # busy, timeout, model failure: the whole request fails
                     raise
@@ -103,16 +112,16 @@ def apps_router(state) -> APIRouter:
     def adcopy(req: AdcopyRequest) -> dict:
         state.require_ready()
         model_id, _ = state.adapter_for(req.model)
-        backend = ServedBackend(state, model_id, req.lang)
+        source = ServedSource(state, model_id, req.lang)
         ad = AdRequest(product=req.product, audience=req.audience, tone=req.tone,
                        keywords=[k for k in req.keywords if k.strip()], attributes=req.attributes, lang=req.lang)
         try:
-            cands = generate_adcopy(backend, ad, req.n, req.seed, policy(), req.max_new_tokens)
+            cands = generate_adcopy(source, ad, req.n, req.seed, policy(), req.max_new_tokens)
         except WeaverError as exc:
             raise APIError(400, str(exc), code="invalid_request") from None
         weights = {"likelihood": W_LIKELIHOOD, "keyword_coverage": W_KEYWORDS, "length_fit": W_LENGTH}
         return {"object": "weaver.adcopy", "model": model_id, "candidates": candidates_json(cands),
-                "score": {"weights": weights, "likelihood": backend.supports_loglik}}
+                "score": {"weights": weights, "likelihood": source.supports_loglik}}
 
     async def newsroom_route(req: NewsroomRequest) -> dict:
         return await anyio.to_thread.run_sync(newsroom, req)
@@ -122,4 +131,35 @@ def apps_router(state) -> APIRouter:
 
     router.post("/newsroom")(newsroom_route)
     router.post("/adcopy")(adcopy_route)
+    return router
+
+
+def support_router(index_path: str, source_factory, policy=None) -> APIRouter:
+    """POST /v1/weaver/support (weaver.apps.support.answer) for one knowledge-base index.
+
+    Args:
+        index_path: the SQLite index built by `weaver support index`.
+        source_factory: () -> source, called once on first use (e.g. the server's loaded model).
+        policy: safety policy (default: load_policy()).
+    Returns:
+        An APIRouter to `app.include_router(...)`.
+    """
+    from weaver.apps.retrieval import Index
+    from weaver.apps.support import answer
+    from weaver.safety import load_policy
+
+    router = APIRouter()
+    state: dict = {}
+
+    def _run(req: SupportRequest) -> dict:
+        if not state:
+            state.update(index=Index(index_path), source=source_factory(), policy=policy or load_policy())
+        reply = answer(state["source"], state["index"], req.question, req.k, req.min_confidence, req.mode,
+                       state["policy"], req.max_new_tokens)
+        return reply.to_dict()
+
+    async def support(req: SupportRequest) -> dict:
+        return await anyio.to_thread.run_sync(_run, req)
+
+    router.post("/v1/weaver/support")(support)
     return router

@@ -15,6 +15,12 @@ reason; every decision goes to the JSONL audit log with counts and a hash, never
 No toxicity classifier is included: none installs with its weights offline from PyPI in a usable form
 (detoxify downloads its checkpoints at run time; toxic-comment-classifier and tox-block ship weights but
 need TensorFlow and unpickle their tokenizers), so the policy relies on blocklists and PII rules.
+
+A streamed reply is checked piece by piece with a `StreamGuard`: text is released only up to the last
+character that cannot be part of an email or a digit group (a space, punctuation other than . _ % + - @,
+a Chinese character) and redacted piece by piece, so PII that itself contains spaces (a phone number
+written "555 123 4567") can be split between two released pieces and slip through, as can a run of more
+than MAX_HOLD such characters; whole texts have no such gap.
 """
 
 from __future__ import annotations
@@ -218,7 +224,7 @@ def _audit_path(value) -> Path | None:
     if value is None or value is False or str(value).lower() in ("null", "none", "off", ""):
         return None
     if str(value) == "auto":
-        from weaver.models.loading import weaver_home
+        from weaver.files import weaver_home
 
         return weaver_home() / "logs" / "safety-audit.jsonl"
     return Path(value).expanduser()
@@ -258,3 +264,44 @@ def load_policy(path: str | os.PathLike | None = None, audit_log: str | None = N
     if audit_log is not None and isinstance(config, dict):
         config = {**config, "audit_log": audit_log}
     return SafetyPolicy(config, str(p))
+
+
+def permissive_policy() -> SafetyPolicy:
+    """A policy that allows everything and logs nothing (for apps called while --no-safety is given)."""
+    return SafetyPolicy({"pii": {k: False for k in PII_KINDS}, "audit_log": None}, "<--no-safety>")
+
+
+# Characters PII is written with (emails, digit groups); text is released up to the last other character.
+_PII_TAIL = re.compile(r"[A-Za-z0-9._%+@\-]*$")
+MAX_HOLD = 64
+"""A tail of PII characters longer than this is released except its last MAX_HOLD // 2 characters."""
+
+
+class StreamGuard:
+    """One streamed choice: holds text back to a whitespace boundary, redacts it, spots blocked text."""
+
+    def __init__(self, policy: SafetyPolicy):
+        self.policy = policy
+        self.text = ""
+        self.sent = 0
+        self.refusal: str | None = None
+
+    def push(self, piece: str) -> str:
+        """Add a piece; returns the (redacted) text to send now, "" when held back or blocked."""
+        self.text += piece
+        if self.policy.blocked_terms(self.text):
+            self.refusal = self.policy.check_output(self.text, app="api").text
+            return ""
+        end = _PII_TAIL.search(self.text, self.sent).start()
+        if len(self.text) - end > MAX_HOLD:
+            end = len(self.text) - MAX_HOLD // 2
+        return self._release(end) if end > self.sent else ""
+
+    def flush(self) -> str:
+        """The rest of the text (redacted); logs the decision on the whole choice."""
+        self.policy.check_output(self.text, app="api")
+        return self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        segment, self.sent = self.text[self.sent : end], end
+        return self.policy.redact(segment)[0] if segment else ""

@@ -19,19 +19,19 @@ from weaver.errors import WeaverError
 
 # verb -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 VERBS: dict[str, tuple[str, str]] = {
-    "models": ("weaver.models.cli", "list the embedded models: parameters, languages, licence, installed or not"),
-    "generate": ("weaver.generate.cli", "generate a reply from a model (streams tokens to the terminal)"),
-    "data": ("weaver.data.cli", "check a data file: counts, token lengths, languages, duplicates, overlap"),
-    "tune": ("weaver.tuning.cli", "fine-tune a model from a YAML config (LoRA, AdaLoRA, prefix, IA3, freeze, full)"),
-    "eval": ("weaver.eval.cli", "compare base vs tuned on held-out data and write a report"),
-    "export": ("weaver.models.export_cli", "merge an adapter into the base model or write a GGUF file"),
-    "serve": ("weaver.serve.cli", "serve a model over an OpenAI-compatible HTTP API with a writer's web page"),
-    "newsroom": ("weaver.apps.newsroom_cli", "summaries, headlines and a digest for a batch of articles"),
-    "adcopy": ("weaver.apps.adcopy_cli", "several ranked ad copy candidates for a product"),
-    "support": ("weaver.apps.support_cli", "customer-support replies grounded in a knowledge base"),
-    "feedback": ("weaver.apps.feedback_cli", "export the writers' choices as training data; count them"),
-    "sweep": ("weaver.tuning.sweep_cli", "search hyper-parameters over tuning runs (Optuna; resumes after a kill)"),
-    "runs": ("weaver.tuning.registry_cli", "list the runs under a folder, or compare runs side by side"),
+    "models": ("weaver.cli.models", "list the embedded models: parameters, languages, licence, installed or not"),
+    "generate": ("weaver.cli.generate", "generate a reply from a model (streams tokens to the terminal)"),
+    "data": ("weaver.cli.data", "check a data file: counts, token lengths, languages, duplicates, overlap"),
+    "tune": ("weaver.cli.tune", "fine-tune a model from a YAML config (LoRA, AdaLoRA, prefix, IA3, freeze, full)"),
+    "eval": ("weaver.cli.eval", "compare base vs tuned on held-out data and write a report"),
+    "export": ("weaver.cli.export", "merge an adapter into the base model or write a GGUF file"),
+    "serve": ("weaver.cli.serve", "serve a model over an OpenAI-compatible HTTP API with a writer's web page"),
+    "newsroom": ("weaver.cli.newsroom", "summaries, headlines and a digest for a batch of articles"),
+    "adcopy": ("weaver.cli.adcopy", "several ranked ad copy candidates for a product"),
+    "support": ("weaver.cli.support", "customer-support replies grounded in a knowledge base"),
+    "feedback": ("weaver.cli.feedback", "export the writers' choices as training data; count them"),
+    "sweep": ("weaver.cli.sweep", "search hyper-parameters over tuning runs (Optuna; resumes after a kill)"),
+    "runs": ("weaver.cli.runs", "list the runs under a folder, or compare runs side by side"),
 }
 
 
@@ -100,7 +100,3 @@ def _quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
     weaver generate --model smollm2-135m-instruct --prompt "Write a headline: ..." --max-new-tokens 60
 
-The safety policy (weaver.apps.safety; --safety-policy PATH or $WEAVER_SAFETY, off with --no-safety) checks
+The safety policy (weaver.safety; --safety-policy PATH or $WEAVER_SAFETY, off with --no-safety) checks
 the prompt first (blocked: an error with the reason; PII: the redacted prompt is what the model sees) and
 the finished reply. A streamed reply is already on the terminal when it is checked and cannot be
 un-printed, so a blocked or redacted reply is followed by a notice on stderr; with --no-stream the reply
@@ -39,10 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weaver.apps.safety import load_policy
     from weaver.data.chat import render_messages
     from weaver.generate.engine import SamplingParams
     from weaver.generate.llamacpp import load_generator
+    from weaver.safety import load_policy
 
     if not args.prompt.strip():
         raise WeaverError("--prompt is empty: pass the text you want the model to answer")

@@ -35,16 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weaver.apps.backend import open_backend
     from weaver.apps.newsroom import read_articles, run_newsroom
-    from weaver.apps.safety import load_policy
+    from weaver.apps.source import open_source
     from weaver.errors import WeaverError
+    from weaver.safety import load_policy
 
     if args.n_headlines < 0:
         raise WeaverError("--n-headlines must be 0 or more")
     read_articles(args.in_path)  # fail on a bad --in before loading a model
     policy = load_policy(args.safety)
-    backend = open_backend(args.model, args.server, args.server_model, lang=args.lang)
+    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
     result = run_newsroom(backend, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, grounding=not args.no_grounding)
     print(f"{len(result.done)} articles written, {len(result.skipped)} already done, {len(result.failed)} failed "
