@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 TASKS = ("summarize", "headline", "adcopy", "support_reply", "translate", "continue", "code", "custom")
 METHODS = ("lora", "adalora", "prefix", "ia3", "adapter", "freeze", "full")
 """train.method values (weaver.tuning.methods); METHOD_OPTIONS says which options each one reads."""
+OBJECTIVES = ("sft", "dpo")
+"""train.objective values: what the loop minimises (weaver.tuning.step for sft, weaver.tuning.dpo for dpo)."""
 
 
 @dataclass
@@ -178,7 +180,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many recent resumable checkpoints to keep."""
     metric: str = "dev_loss"
-    """Early-stopping / best-checkpoint metric: dev_loss | rougeL."""
+    """Early-stopping / best-checkpoint metric: dev_loss | rougeL | (objective dpo) reward_accuracy | reward_margin."""
     rouge_samples: int = 16
     """Dev examples generated for the rougeL metric."""
     patience: int | None = None
@@ -192,14 +194,31 @@ class TrainConfig:
     model's own; weaver.tuning.methods.set_dropout)."""
     group_by_length: bool = True
     """Batch examples of similar length together to waste little on padding."""
+    objective: str = "sft"
+    """sft (next-token loss on references) | dpo (preference pairs {prompt, chosen, rejected} in data.train; the
+    reference is the starting model, weaver.tuning.dpo)."""
+    dpo_beta: float = 0.1
+    """For dpo: the strength of the pull towards the reference (beta of the DPO paper; for ipo its tau)."""
+    dpo_loss_type: str = "sigmoid"
+    """For dpo: sigmoid (the DPO paper) | ipo (Azar et al. 2023) | hinge (SLiC)."""
 
     def __post_init__(self) -> None:
         _choice("train.method", self.method, METHODS)
+        _choice("train.objective", self.objective, OBJECTIVES)
+        _choice("train.dpo_loss_type", self.dpo_loss_type, ("sigmoid", "ipo", "hinge"))
+        if self.objective == "sft":
+            for name in ("dpo_beta", "dpo_loss_type"):
+                if getattr(self, name) != getattr(TrainConfig, name):
+                    raise ConfigError(f"--train.{name} applies only to --train.objective dpo: drop it or set "
+                                      "--train.objective dpo")
+            if self.metric in ("reward_accuracy", "reward_margin"):
+                raise ConfigError(f"--train.metric {self.metric} is measured on preference pairs: set "
+                                  "--train.objective dpo, or use dev_loss or rougeL")
         _choice("train.adapter_placement", self.adapter_placement, ("both", "attn", "mlp"))
         _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
         _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("train.metric", self.metric, ("dev_loss", "rougeL"))
+        _choice("train.metric", self.metric, ("dev_loss", "rougeL", "reward_accuracy", "reward_margin"))
         _choice("train.resume", self.resume, ("auto", "never", "always"))
         for name, interval in TRAIN_RANGES.items():
             _in_range(f"train.{name}", getattr(self, name), interval)
@@ -290,7 +309,7 @@ TRAIN_RANGES = {
     "dropout": "[0, 1)", "lora_dropout": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
     "num_virtual_tokens": "[1, inf)", "adapter_size": "[1, inf)", "warmup_steps": "[0, inf)",
     "batch_size": "[1, inf)", "grad_accum": "[1, inf)", "eval_every": "[0, inf)", "save_every": "[0, inf)",
-    "keep_checkpoints": "[1, inf)", "rouge_samples": "[1, inf)", "patience": "[1, inf)",
+    "keep_checkpoints": "[1, inf)", "rouge_samples": "[1, inf)", "patience": "[1, inf)", "dpo_beta": "(0, inf)",
 }
 _RANGE_HINTS = {"train.max_steps": " (none trains for --train.epochs)", "train.max_minutes": " (none: no time budget)",
                 "train.patience": " (none never stops early)", "train.eval_every": " (0 validates only at the end)"}
