@@ -101,6 +101,26 @@ class FeedbackStore:
         self._tx(stmts)
         return rid
 
+    def add_draft(self, request_id: str, draft: Draft) -> int:
+        """Add a draft to a stored request (the writer regenerated one); returns its index.
+
+        Raises:
+            WeaverError: unknown request.
+        """
+        cur = self.con.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            if not cur.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone():
+                raise WeaverError(f"unknown request id {request_id!r}")
+            index = cur.execute("SELECT COUNT(*) FROM drafts WHERE request_id = ?", (request_id,)).fetchone()[0]
+            cur.execute("INSERT INTO drafts VALUES (?, ?, ?, ?, ?)",
+                        (request_id, index, draft.model, int(draft.is_base), draft.text))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return index
+
     def add_event(self, request_id: str, kind: str, draft: int | None = None, text: str | None = None,
                   value: float | None = None) -> None:
         """Record a writer's choice, edit, rating, thumbs-down or sent text.
@@ -124,9 +144,10 @@ class FeedbackStore:
         self._tx([("INSERT INTO events (request_id, draft, kind, text, value, created) VALUES (?, ?, ?, ?, ?, ?)",
                    (request_id, draft, kind, text, value, time.time()))])
 
-    def history(self, limit: int = 50) -> list[dict]:
-        """The latest requests, newest first, each with its drafts and the writer's final choice."""
-        rows = self.con.execute("SELECT id FROM requests ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+    def history(self, limit: int = 50, view: str | None = None) -> list[dict]:
+        """The latest requests (of one view, or all), newest first, each with its drafts and final choice."""
+        rows = self.con.execute("SELECT id FROM requests WHERE ? IS NULL OR view = ? ORDER BY created DESC, rowid "
+                                "DESC LIMIT ?", (view, view, limit)).fetchall()
         return [self.request(r[0]) for r in rows]
 
     def request(self, request_id: str) -> dict:

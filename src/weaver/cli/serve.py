@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="safety policy YAML (default: $WEAVER_SAFETY, else the packaged policy)")
     p.add_argument("--support-index", default=None, metavar="PATH",
                    help="serve POST /v1/weaver/support from this index (built by `weaver support index`)")
+    p.add_argument("--studio-db", default=None, metavar="PATH",
+                   help="SQLite file where the page keeps every request, draft, choice and edit, for `weaver "
+                        "feedback export` (default: $WEAVER_HOME/studio.sqlite; 'none' keeps nothing)")
 
 
 def parse_adapters(values: list[str]) -> dict[str, str]:
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         read_timeout_s=args.read_timeout,
         cors_origins=list(args.cors_origin), log_prompts=args.log_prompts, safety=not args.no_safety,
         safety_policy=args.safety_policy, support_index=args.support_index,
+        studio_db=args.studio_db,
     )
     backend = make_backend(settings)
     backend.plan()

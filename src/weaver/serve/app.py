@@ -45,6 +45,7 @@ from weaver.serve.errors import (
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
+from weaver.serve.studio import studio_router
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -123,8 +124,7 @@ def _encode_all(state: ServerState, build_prompts: Callable[[], list[str]]) -> l
     check_unicode(prompts)
     if state.settings.log_prompts:
         log.info("prompts: %r", prompts)
-    tok = state.backend.tokenizer
-    return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return [state.backend.encode(p) for p in prompts]
 
 
 def _max_tokens(state: ServerState, body: SamplingRequest, lengths: list[int], default: int,
@@ -365,6 +365,7 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
     if settings.support_index:  # before /v1/weaver/{task}, which would otherwise take "support" as a task
         app.include_router(_support_router(state))
     app.include_router(apps_router(state))
+    app.include_router(studio_router(state))  # the studio's /v1/weaver/feedback, /history, /digest, /studio
     app.include_router(_build_router(state))
 
     @app.get("/health")

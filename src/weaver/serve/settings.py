@@ -60,6 +60,9 @@ class ServeSettings:
     """Safety policy YAML (--safety-policy); None = $WEAVER_SAFETY, else the packaged policy."""
     support_index: str | None = None
     """Knowledge-base index for POST /v1/weaver/support (--support-index; None = route not served)."""
+    studio_db: str | None = None
+    """The studio's SQLite store of requests, drafts and writers' choices (--studio-db; None =
+    $WEAVER_HOME/studio.sqlite, "none" = keep nothing)."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
