@@ -129,3 +129,16 @@ def test_encode_pair_shares_the_prompt_and_never_cuts_a_reply(tokenizer):
     assert c["input_ids"][-1] == r["input_ids"][-1] == tokenizer.eos_token_id
     with pytest.raises(DataError, match="leaves no room for the prompt"):
         encode_pair(tokenizer, prompt, pair, max_seq_len=24)
+
+
+def test_data_check_reads_a_pairs_file_as_pairs(tmp_path, tokenizer):
+    from weaver.data.check import check_files, format_stats
+
+    path = write(tmp_path / "p.jsonl", [*ROWS, {"input": "x", "chosen": "same", "rejected": "same"}])
+    report = check_files({"train": str(path)}, DataConfig(), tokenizer)
+    f = report["files"]["train"]
+    assert f["stats"]["pairs"] == 5 and f["rows"] == 6 and [p.kind for p in f["problems"]] == ["same"]
+    assert f["stats"]["tokens"]["rejected"]["max"] >= 4
+    text = format_stats(report)
+    assert "preference pairs (prompt, chosen, rejected): 5 good of 6 (1 malformed)" in text
+    assert "    chosen " in text and "    rejected " in text

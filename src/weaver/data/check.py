@@ -3,6 +3,8 @@
     stats = check_files({"train": "train.jsonl", "dev": "dev.jsonl"}, DataConfig(task="headline"), tokenizer)
     print(format_stats(stats))
 
+A preference-pairs file (weaver.data.preferences: its first record has chosen and rejected) is read as
+pairs: prompts and chosen replies are measured like records and outputs, plus the rejected replies' lengths.
 Malformed records are collected per file (see weaver.data.readers); the caller decides whether they
 are fatal (`on_error`). Token lengths are measured on the rendered prompt (`render_prompt`, i.e. the
 model's chat template) and on the output, in the given tokenizer.
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from weaver.config import DataConfig
+from weaver.data.preferences import PreferencePair, is_pairs_file, read_pair_file
 from weaver.data.readers import TOKEN_CHUNK, ReadResult, read_file, token_count
 from weaver.data.records import Record, content_key, input_key, language_of
 from weaver.data.tasks import render_prompt
@@ -82,21 +85,33 @@ def check_files(files: dict[str, str], data_cfg: DataConfig, tokenizer=None) -> 
     Raises:
         DataError: a file that cannot be read at all (missing, unknown type, broken JSON array).
     """
-    results: dict[str, ReadResult] = {
-        name: read_file(path, data_cfg.columns, tokenizer=tokenizer, max_output_tokens=data_cfg.max_output_tokens)
-        for name, path in files.items()
-    }
+    results: dict[str, ReadResult] = {name: _read(path, data_cfg, tokenizer) for name, path in files.items()}
     out: dict[str, Any] = {"files": {}, "overlap": {}}
+    prompts: dict[str, list[Record]] = {}
     for name, res in results.items():
+        pairs = bool(res.records) and isinstance(res.records[0], PreferencePair)
+        prompts[name] = [p.record for p in res.records] if pairs else res.records
+        stats = record_stats(prompts[name], data_cfg, tokenizer)
+        if pairs:
+            stats["pairs"] = len(res.records)
+            if tokenizer is not None:
+                rejected = [len(ids) for k in range(0, len(res.records), BATCH) for ids in tokenizer(
+                    [p.rejected for p in res.records[k:k + BATCH]], add_special_tokens=False)["input_ids"]]
+                stats["tokens"]["rejected"] = _percentiles(rejected)
         out["files"][name] = {"path": res.path, "rows": res.rows, "problems": res.problems,
-                              "summary": res.summary() if res.problems else "",
-                              "stats": record_stats(res.records, data_cfg, tokenizer)}
+                              "summary": res.summary() if res.problems else "", "stats": stats}
     names = list(results)
     for i, a in enumerate(names):
-        keys_a = {input_key(r) for r in results[a].records}
+        keys_a = {input_key(r) for r in prompts[a]}
         for b in names[i + 1:]:
-            out["overlap"][f"{a}/{b}"] = sum(1 for k in {input_key(r) for r in results[b].records} if k in keys_a)
+            out["overlap"][f"{a}/{b}"] = sum(1 for k in {input_key(r) for r in prompts[b]} if k in keys_a)
     return out
+
+
+def _read(path: str, data_cfg: DataConfig, tokenizer) -> ReadResult:
+    """read_file, or read_pair_file for a preference-pairs file (its first record has chosen and rejected)."""
+    reader = read_pair_file if is_pairs_file(path) else read_file
+    return reader(path, data_cfg.columns, tokenizer=tokenizer, max_output_tokens=data_cfg.max_output_tokens)
 
 
 def format_stats(report: dict[str, Any], model: str | None = None) -> str:
@@ -106,7 +121,8 @@ def format_stats(report: dict[str, Any], model: str | None = None) -> str:
         s = f["stats"]
         bad = len(f["problems"])
         lines.append(f"{name}: {f['path']}")
-        lines.append(f"  records: {s['records']} good of {f['rows']} ({bad} malformed)"
+        kind = "preference pairs (prompt, chosen, rejected)" if "pairs" in s else "records"
+        lines.append(f"  {kind}: {s['records']} good of {f['rows']} ({bad} malformed)"
                      + (f", {s['with_references']} with extra references" if s["with_references"] else ""))
         total = max(1, s["records"])
         mix = "  ".join(f"{k} {v} ({100 * v / total:.1f}%)" for k, v in s["languages"].items())
@@ -114,9 +130,11 @@ def format_stats(report: dict[str, Any], model: str | None = None) -> str:
         lines.append(f"  duplicates: {s['duplicates']} exact, {s['repeated_inputs']} repeated inputs")
         if "tokens" in s:
             lines.append(f"  tokens{f' ({model})' if model else ''}:   p50    p90    p99    max   mean")
-            for part in ("prompt", "output"):
-                t = s["tokens"][part]
-                lines.append(f"    {part:<8}{t['p50']:>8}{t['p90']:>7}{t['p99']:>7}{t['max']:>7}{t['mean']:>7}")
+            for part in ("prompt", "output", "rejected"):
+                t = s["tokens"].get(part)
+                if t is not None:
+                    name = "chosen" if part == "output" and "pairs" in s else part
+                    lines.append(f"    {name:<8}{t['p50']:>8}{t['p90']:>7}{t['p99']:>7}{t['max']:>7}{t['mean']:>7}")
             lines.append(f"  over max_seq_len: {s['over_max_seq_len']} records would have their prompt truncated")
     if report["overlap"]:
         lines.append("overlap (inputs shared): " + ", ".join(f"{k} {v}" for k, v in report["overlap"].items()))
