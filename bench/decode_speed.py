@@ -96,7 +96,7 @@ def llama_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
 
 def rouge_pass(gen, prompts, refs, max_new: int):
     from weaver.eval.metrics import rouge
-    from weaver.generate.engine import SamplingParams
+    from weaver.generate.sampling import SamplingParams
 
     gen.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0}
     params = SamplingParams(max_new_tokens=max_new, temperature=0.0, repetition_penalty=1.1)

@@ -61,7 +61,8 @@ def measure(spec: str, dtype: str, batch_sizes: list[int], n_prompts: int, new_t
     """{batch size: (tokens/s, new tokens, seconds, tokens per CPU-second)} for one dtype."""
     import torch
 
-    from weaver.generate.engine import Generator, SamplingParams
+    from weaver.generate.engine import Generator
+    from weaver.generate.sampling import SamplingParams
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok = _load(spec, dtype, smoke)

@@ -72,8 +72,8 @@ def test_other_verbs_report_missing_inputs_in_one_line(args, needle, capsys):
 
 def test_generate_prints_the_engines_reply(tiny_model_dir, capsys):
     from weaver.data.chat import render_messages
-    from weaver.generate.engine import SamplingParams
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
+    from weaver.generate.sampling import SamplingParams
 
     # sampled: greedy on the random tiny model repeats "\n", which would make the comparison weak
     args = ["generate", "--model", str(tiny_model_dir), "--prompt", "hello", "--max-new-tokens", "12",

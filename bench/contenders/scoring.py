@@ -118,7 +118,8 @@ def evaluate(model_dir: Path, adapter_dir: Path | None, test: list[dict], settin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from weaver.data.chat import render_messages
-    from weaver.generate.engine import Generator, SamplingParams
+    from weaver.generate.engine import Generator
+    from weaver.generate.sampling import SamplingParams
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.pad_token or tok.eos_token

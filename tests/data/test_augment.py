@@ -94,7 +94,7 @@ def test_bad_augment_config(cfg, msg):
 
 
 def test_backtranslation_runs_through_the_generator(tiny_model):
-    from weaver.data.backtranslate import backtranslate
+    from weaver.tuning.backtranslate import backtranslate
     from weaver.generate.engine import Generator
 
     model, tok = tiny_model

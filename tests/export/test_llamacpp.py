@@ -11,17 +11,23 @@ import torch
 
 from weaver.data.chat import render_messages
 from weaver.errors import WeaverError
-from weaver.generate.engine import SamplingParams
-from weaver.generate.llamacpp import LlamaCppGenerator
+from weaver.generate.engine import Generator
+from weaver.generate.llamacpp import LlamaCppBackend
+from weaver.generate.sampling import SamplingParams
 
 pytestmark = pytest.mark.llamacpp
 
 PROMPT = [{"role": "user", "content": "Summarise: the meeting about the new office moved to Friday at noon."}]
 
 
+def _llama(path, **kw) -> Generator:
+    """The Generator interface on a llama.cpp backend for one GGUF file."""
+    return Generator(LlamaCppBackend.from_gguf(path, **kw))
+
+
 @pytest.fixture(scope="module")
 def tiny_llama(tiny_gguf):
-    return LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1)
+    return _llama(tiny_gguf, n_ctx=256, n_threads=1)
 
 
 def _hf_merged(tiny_run):
@@ -34,11 +40,11 @@ def test_llama_cpp_next_token_distribution_matches_transformers_on_tiny_export(t
     model, tok = _hf_merged(tiny_run)
     prompt = render_messages(tok, PROMPT)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    assert tiny_llama.encode(prompt) == ids  # the GGUF's tokenizer tokenises exactly like the HF one
+    assert tiny_llama.backend.encode(prompt) == ids  # the GGUF's tokenizer tokenises exactly like the HF one
     with torch.no_grad():
         ref = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], -1).numpy()
-    body = {**tiny_llama.request(ids, SamplingParams(max_new_tokens=1), None), "logprobs": 5}
-    out = tiny_llama.server.handle_completions(body)
+    body = {**tiny_llama.backend.request(ids, SamplingParams(), None, 1), "logprobs": 5}
+    out = tiny_llama.backend.server.handle_completions(body)
     top = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
     got_ids, got_lp = [t["id"] for t in top], np.array([t["logprob"] for t in top])
     assert got_ids == np.argsort(ref)[-5:].tolist()[::-1]  # llama.cpp's top 5 next tokens are transformers'
@@ -74,7 +80,7 @@ def test_q4_k_m_export_uses_llama_quantiser(tiny_run, tmp_path):
     types = {t.name: t.tensor_type for t in gguf.GGUFReader(path).tensors}
     assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
     assert any(t not in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32) for t in types.values())
-    gen = LlamaCppGenerator(path, n_ctx=128, n_threads=1)
+    gen = _llama(path, n_ctx=128, n_threads=1)
     assert gen.generate(["Hello"], SamplingParams(max_new_tokens=3))[0][0].completion_tokens > 0
 
 
@@ -94,13 +100,14 @@ def test_candidates_seeds_and_token_counts(tiny_run, tiny_llama):
 
 def _predicted_total(gen) -> float:
     """llama.cpp's own count of the tokens it has generated (its Prometheus metrics)."""
-    line = next(x for x in gen.server.handle_metrics().splitlines() if x.startswith("llamacpp:tokens_predicted_total"))
+    lines = gen.backend.server.handle_metrics().splitlines()
+    line = next(x for x in lines if x.startswith("llamacpp:tokens_predicted_total"))
     return float(line.split()[-1])
 
 
 def test_stream_left_early_stops_llama_cpp(tiny_run, tiny_gguf):
     _, tok = _hf_merged(tiny_run)
-    gen = LlamaCppGenerator(tiny_gguf, n_ctx=512, n_threads=1, n_parallel=1)
+    gen = _llama(tiny_gguf, n_ctx=512, n_threads=1, n_parallel=1)
     prompt = render_messages(tok, PROMPT)
     pieces = gen.stream(prompt, SamplingParams(max_new_tokens=300, temperature=2.0, seed=1))
     next(pieces)
@@ -156,7 +163,7 @@ def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):
         assert pair.status_code == 200, pair.text
     # the same merged weights through the Generator interface give the same greedy text
     _, tok = _hf_merged(tiny_run)
-    gen = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1)
+    gen = _llama(tiny_gguf, n_ctx=256, n_threads=1)
     [[want]] = gen.generate([render_messages(tok, PROMPT)], SamplingParams(max_new_tokens=8, repetition_penalty=1.3))
     assert want.text and data["choices"][0]["message"]["content"].strip() == want.text
     assert data["usage"]["completion_tokens"] == want.completion_tokens
@@ -171,8 +178,8 @@ def test_serve_llamacpp_serves_several_lora_adapters_on_one_base(tiny_run, tiny_
     from safetensors.torch import load_file, save_file
 
     from weaver.errors import ConfigError
+    from weaver.generate.engine import make_backend
     from weaver.serve.app import create_app
-    from weaver.serve.backend import make_backend
     from weaver.serve.settings import ServeSettings
 
     other = shutil.copytree(tiny_run, tmp_path / "other-run")
@@ -191,7 +198,7 @@ def test_serve_llamacpp_serves_several_lora_adapters_on_one_base(tiny_run, tiny_
             assert reply.status_code == 200, reply.text
             replies[model] = reply.json()["choices"][0]["message"]["content"].strip()
     _, tok = _hf_merged(tiny_run)
-    merged = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
+    merged = _llama(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
     params = SamplingParams(max_new_tokens=8, repetition_penalty=1.3)
     [[want]] = merged.generate([render_messages(tok, PROMPT)], params)
     assert want.text and replies["news"] == want.text  # the adapter picked per request = the merged run
@@ -214,7 +221,6 @@ def wait_healthy(http, seconds: float = 120) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_real_model_greedy_matches_transformers_at_f16_and_q8_0(tmp_path):
-    from weaver.generate.engine import Generator
     from weaver.models.export import export_gguf
     from weaver.models.loading import load_model
 
@@ -226,7 +232,7 @@ def test_real_model_greedy_matches_transformers_at_f16_and_q8_0(tmp_path):
     [[ref]] = Generator(model, tok).generate([prompt], params)
     ref_ids = tok(ref.text, add_special_tokens=False)["input_ids"]
     for quant in ("f16", "q8_0"):
-        gen = LlamaCppGenerator(export_gguf("smollm2-135m-instruct", tmp_path / f"m-{quant}.gguf", quant), n_ctx=512)
+        gen = _llama(export_gguf("smollm2-135m-instruct", tmp_path / f"m-{quant}.gguf", quant), n_ctx=512)
         [[got]] = gen.generate([prompt], params)
         got_ids = tok(got.text, add_special_tokens=False)["input_ids"]
         # f16 keeps the (already 4-bit-derived) weights: the first 8 greedy tokens agree. q8_0 rounds them again,
@@ -240,7 +246,6 @@ def test_real_model_greedy_matches_transformers_at_f16_and_q8_0(tmp_path):
 def test_gemma3_export_keeps_the_source_layout_and_greedy_matches_transformers(tmp_path):
     import gguf
 
-    from weaver.generate.engine import Generator
     from weaver.models.catalog import find_entry
     from weaver.models.export import _source_gguf, export_gguf
     from weaver.models.loading import load_model, resolve
@@ -263,7 +268,7 @@ def test_gemma3_export_keeps_the_source_layout_and_greedy_matches_transformers(t
     prompt = "The capital of France is Paris. The capital of Germany is"
     params = SamplingParams(max_new_tokens=8, repetition_penalty=1.0)
     [[ref]] = Generator(model, tok).generate([prompt], params)
-    [[got]] = LlamaCppGenerator(out, n_ctx=256).generate([prompt], params)
+    [[got]] = _llama(out, n_ctx=256).generate([prompt], params)
     ref_ids, got_ids = (tok(x.text, add_special_tokens=False)["input_ids"] for x in (ref, got))
     assert got_ids[:4] == ref_ids[:4], (got.text, ref.text)
 
@@ -276,13 +281,13 @@ def test_lora_gguf_on_the_base_equals_the_merged_model(tiny_run, tiny_model_dir,
     prompt = render_messages(tok, PROMPT)
     base = export_gguf(tiny_model_dir, tmp_path / "base-f16.gguf", "f16")
     lora = export_lora_gguf(tiny_run, tmp_path / "lora.gguf")
-    gen = LlamaCppGenerator(base, n_ctx=256, n_threads=1, n_parallel=1, loras={"news": lora})
-    params = SamplingParams(max_new_tokens=12, repetition_penalty=1.0)
+    gen = LlamaCppBackend.from_gguf(base, n_ctx=256, n_threads=1, n_parallel=1, loras={"news": lora})
+    params = SamplingParams(repetition_penalty=1.0)
     ids = gen.encode(prompt)
-    merged = LlamaCppGenerator(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
-    want = merged.server.handle_completions({**merged.request(ids, params, None), "logprobs": 1})
-    got = gen.server.handle_completions({**gen.request(ids, params, None, adapter="news"), "logprobs": 1})
-    plain = gen.server.handle_completions({**gen.request(ids, params, None), "logprobs": 1})
+    merged = LlamaCppBackend.from_gguf(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=1)
+    want = merged.server.handle_completions(merged.request(ids, params, None, 12))
+    got = gen.server.handle_completions(gen.request(ids, params, None, 12, adapter="news"))
+    plain = gen.server.handle_completions(gen.request(ids, params, None, 12))
 
     def token_ids(out):
         return [t["id"] for t in out["choices"][0]["logprobs"]["content"]]
@@ -293,4 +298,4 @@ def test_lora_gguf_on_the_base_equals_the_merged_model(tiny_run, tiny_model_dir,
     np.testing.assert_allclose(got_lp, want_lp, atol=1e-3)
     assert token_ids(plain) != token_ids(want)  # ... and without the adapter it does not (the LoRA matters)
     with pytest.raises(WeaverError, match="not loaded"):
-        gen.request(ids, params, None, adapter="ads")
+        gen.request(ids, params, None, 12, adapter="ads")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from weaver.data.chat import render_messages
-from weaver.generate.engine import Generator, SamplingParams
+from weaver.generate.engine import Generator
+from weaver.generate.sampling import SamplingParams
 
 QUESTIONS = [
     "Hi",
@@ -50,7 +51,7 @@ def test_repetition_penalty_ignores_padding(tiny_model, prompts):
     """The pad-blind penalty must give the same logits for a padded row as for the row alone."""
     import torch
 
-    from weaver.generate.engine import _RepetitionPenalty
+    from weaver.generate.transformers_backend import _RepetitionPenalty
 
     ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])  # row 1 is left-padded with token 0
     scores = torch.ones(2, 12)

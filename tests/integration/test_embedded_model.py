@@ -29,8 +29,8 @@ def test_converted_model_matches_transformers_gguf_loading():
 
 def test_weaver_generate_writes_an_on_topic_headline_equal_to_the_engines():
     from weaver.data.chat import render_messages
-    from weaver.generate.engine import SamplingParams
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
+    from weaver.generate.sampling import SamplingParams
 
     prompt = "Write a headline: The city council approved new bike lanes downtown."
     out = subprocess.run(

@@ -30,8 +30,8 @@ def test_gemma3_tunes_on_chinese_and_writes_chinese(gemma, tmp_path):
     from weaver.config import load_config
     from weaver.data.records import Record
     from weaver.data.tasks import render_prompt
-    from weaver.generate.engine import SamplingParams
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
+    from weaver.generate.sampling import SamplingParams
     from weaver.tuning.run import tune
 
     data = ROOT / "examples" / "data" / "csl_title"

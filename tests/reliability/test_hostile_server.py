@@ -20,7 +20,7 @@ import httpx
 import pytest
 from serve.conftest import batching_stats, live_server, wait_for
 
-from weaver.serve.backend import TransformersBackend
+from weaver.generate.transformers_backend import TransformersBackend
 from weaver.serve.settings import ServeSettings
 
 COMPLETIONS, CHAT, TASK = "/v1/completions", "/v1/chat/completions", "/v1/weaver/headline"

@@ -24,9 +24,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from weaver.errors import ModelNotFoundError
+from weaver.generate.transformers_backend import TransformersBackend
 from weaver.serve import errors as serve_errors
 from weaver.serve.app import create_app
-from weaver.serve.backend import TransformersBackend
 from weaver.serve.settings import ServeSettings
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "weaver"

@@ -47,7 +47,8 @@ def test_sixteen_concurrent_clients_are_batched_and_correct(client, server, auth
 def test_padded_rows_equal_rows_alone_under_the_repetition_penalty(tiny_model_dir):
     """A padded batch row equals the row alone under a strong repetition penalty, even when the pad id is the
     token the reply starts with (the server decodes with the engine's padding-blind penalty)."""
-    from weaver.serve.backend import BatchParams, Row, TransformersBackend
+    from weaver.generate.rows import BatchParams, Row
+    from weaver.generate.transformers_backend import TransformersBackend
     from weaver.serve.settings import ServeSettings
 
     backend = TransformersBackend(ServeSettings(model=str(tiny_model_dir), threads=1))

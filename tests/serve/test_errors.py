@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from weaver.serve.backend import TransformersBackend
+from weaver.generate.transformers_backend import TransformersBackend
 from weaver.serve.settings import ServeSettings
 
 from .conftest import batching_stats, live_server, wait_for

@@ -9,8 +9,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from weaver.generate.rows import Backend
 from weaver.serve.app import create_app
-from weaver.serve.backend import Backend
 from weaver.serve.settings import ServeSettings
 
 KEY = "safety-key"

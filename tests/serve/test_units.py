@@ -10,7 +10,7 @@ import pytest
 from weaver.cli import main
 from weaver.cli.serve import parse_adapters
 from weaver.errors import ConfigError
-from weaver.serve.backend import Row, RowDecoder
+from weaver.generate.rows import Row, RowDecoder
 from weaver.serve.settings import ServeSettings
 
 
@@ -83,7 +83,7 @@ class _CountingBackend:
 
 def _run_jobs(backend, sizes: list[int], max_batch: int = 4, cancelled: tuple[int, ...] = ()):
     """Queue jobs of these row counts (those in `cancelled` already hung up), run them; (jobs, on_done calls)."""
-    from weaver.serve.backend import BatchParams
+    from weaver.generate.rows import BatchParams
     from weaver.serve.scheduler import Job, Scheduler
 
     scheduler = Scheduler(backend, max_batch=max_batch, max_queue=8, wait_s=0)
@@ -129,8 +129,8 @@ def test_a_queued_job_whose_client_hung_up_never_runs():
 
 
 def test_tiny_temperatures_decode_greedily():
-    from weaver.generate.engine import GREEDY_BELOW, SamplingParams
-    from weaver.serve.backend import BatchParams
+    from weaver.generate.rows import BatchParams
+    from weaver.generate.sampling import GREEDY_BELOW, SamplingParams
 
     for t in (5e-324, 1e-300, 1e-45, GREEDY_BELOW / 2):
         assert BatchParams(temperature=t).temperature == 0.0 == SamplingParams(temperature=t).temperature

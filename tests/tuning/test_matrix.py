@@ -93,8 +93,8 @@ def test_tune_writes_a_run_that_loads_and_differs_from_its_base(setup, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_eval_reports_the_tuned_model(setup, method, tmp_path, capsys):
-    from weaver.generate.engine import SamplingParams
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
+    from weaver.generate.sampling import SamplingParams
 
     _, data, _, runs = setup
     out = tmp_path / "eval"
@@ -132,7 +132,7 @@ def _generate_cli(run: Path, capsys) -> str:
 def test_generate_cli_equals_the_engine_and_the_apps_backend(setup, replies, method, capsys):
     from weaver.apps.source import LocalSource
     from weaver.data.chat import render_messages
-    from weaver.generate.engine import SamplingParams
+    from weaver.generate.sampling import SamplingParams
 
     run = setup[3][method]
     text = _generate_cli(run, capsys)  # streamed (engine.stream)

@@ -120,7 +120,8 @@ def test_gradient_checkpointing_is_refused_for_prefix_tuning(tiny_model):
 
 def test_prefix_generation_applies_the_prefix_alone_and_in_a_batch(tiny_model):
     """The engine's greedy reply of a prefix-tuned model equals a step-by-step greedy decode with peft's forward."""
-    from weaver.generate.engine import Generator, SamplingParams
+    from weaver.generate.engine import Generator
+    from weaver.generate.sampling import SamplingParams
 
     model, tok = tiny_model
     model = build_trainable(model, TrainConfig(method="prefix", num_virtual_tokens=4)).eval()

@@ -20,7 +20,8 @@ from weaver.config import DataConfig, load_config
 from weaver.data.records import Record
 from weaver.data.tasks import build_messages, get_task, render_prompt
 from weaver.errors import WeaverError
-from weaver.generate.engine import Generator, SamplingParams
+from weaver.generate.engine import Generator
+from weaver.generate.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 

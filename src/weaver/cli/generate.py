@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weaver.data.chat import render_messages
-    from weaver.generate.engine import SamplingParams
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
+    from weaver.generate.sampling import SamplingParams
     from weaver.safety import load_policy
 
     if not args.prompt.strip():

@@ -67,8 +67,8 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from weaver.generate.engine import make_backend
     from weaver.serve.app import create_app
-    from weaver.serve.backend import make_backend
     from weaver.serve.protocol import uvicorn_options
     from weaver.serve.settings import ServeSettings
 

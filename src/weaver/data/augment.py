@@ -28,6 +28,7 @@ import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,7 @@ from weaver.errors import ConfigError
 log = logging.getLogger(__name__)
 OPS = ("synonym", "swap", "delete")
 KEYS = (*OPS, "copies", "backtranslate", "wordnet_dir")
+BACKTRANSLATE_KEYS = ("model", "pivot", "limit", "batch_size", "max_new_tokens")
 _WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")
 # function words WordNet lists as rare nouns/verbs ("over" -> "terminated"): never replaced
 STOPWORDS = frozenset(
@@ -177,15 +179,28 @@ def _validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"data.augment.{key} must be a ratio between 0 and 1, got {value!r}")
     if not isinstance(cfg.get("copies", 1), int) or cfg.get("copies", 1) < 1:
         raise ConfigError(f"data.augment.copies must be a positive integer, got {cfg.get('copies')!r}")
+    bt = cfg.get("backtranslate")
+    if bt:
+        if not isinstance(bt, dict) or any(k not in BACKTRANSLATE_KEYS for k in bt):
+            raise ConfigError(f"data.augment.backtranslate must be a mapping with keys "
+                              f"{', '.join(BACKTRANSLATE_KEYS)}, got {bt!r}")
+        if not bt.get("model"):
+            raise ConfigError("data.augment.backtranslate.model is required (a translation-capable model, e.g. "
+                              "gemma3-270m)")
 
 
-def augment_records(records: list[Record], cfg: dict[str, Any], seed: int) -> tuple[list[Record], dict]:
+def augment_records(records: list[Record], cfg: dict[str, Any], seed: int,
+                    translate: Callable[[list[Record], dict, int], list[Record]] | None = None
+                    ) -> tuple[list[Record], dict]:
     """The records followed by their augmented copies (marked in meta["augmented"]).
 
     Args:
         records: the training split.
         cfg: data.augment (see the module docstring).
         seed: data.seed.
+        translate: the back-translator (weaver.tuning.backtranslate.backtranslate, which generates with a
+            model, a layer above data); `weaver tune` passes it. Without it `backtranslate` is validated only,
+            and the report says the copies were not made.
     Returns:
         (records + augmented copies, report with counts of copies and edits per op).
     Raises:
@@ -211,10 +226,10 @@ def augment_records(records: list[Record], cfg: dict[str, Any], seed: int) -> tu
                 out.append(replace(rec, id=f"{rec.id}+aug{k}", input=text, meta={**rec.meta, "augmented": tag},
                                    history=list(rec.history), references=list(rec.references)))
     report: dict[str, Any] = {"copies": made, "edits": dict(edits), "wordnet": str(wordnet) if wordnet else None}
-    if cfg.get("backtranslate"):
-        from weaver.data.backtranslate import backtranslate
-
-        extra = backtranslate(records, cfg["backtranslate"], seed)
+    if cfg.get("backtranslate") and translate is not None:
+        extra = translate(records, cfg["backtranslate"], seed)
         out += extra
         report["backtranslated"] = len(extra)
+    elif cfg.get("backtranslate"):
+        report["backtranslated"] = "not run: only `weaver tune` back-translates (it generates with a model)"
     return out, report

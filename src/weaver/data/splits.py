@@ -111,12 +111,13 @@ def _carve(data_cfg: DataConfig, train: list[Record], dev, test):
     return train, dev, test
 
 
-def load_splits(data_cfg: DataConfig, tokenizer=None) -> Splits:
+def load_splits(data_cfg: DataConfig, tokenizer=None, translate=None) -> Splits:
     """Read, split, de-duplicate, leak-check, limit and augment the data described by data_cfg.
 
     Args:
         data_cfg: files, split ratios, seed, limits, on_error and augmentation settings.
         tokenizer: when given, training outputs longer than data.max_output_tokens are malformed records.
+        translate: the back-translator for data.augment.backtranslate (see weaver.data.augment.augment_records).
     Returns:
         Splits(train, dev, test, report); report holds counts, duplicates, leaks, skipped records and a
         fingerprint of each split.
@@ -150,7 +151,8 @@ def load_splits(data_cfg: DataConfig, tokenizer=None) -> Splits:
     if data_cfg.augment:
         from weaver.data.augment import augment_records
 
-        parts["train"], report["augment"] = augment_records(parts["train"], data_cfg.augment, data_cfg.seed)
+        parts["train"], report["augment"] = augment_records(parts["train"], data_cfg.augment, data_cfg.seed,
+                                                            translate)
     report["counts"] = {name: len(part) for name, part in parts.items()}
     report["fingerprint"] = {name: fingerprint(part) for name, part in parts.items()}
     return Splits(parts["train"], parts["dev"], parts["test"], report)

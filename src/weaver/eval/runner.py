@@ -93,7 +93,7 @@ def load_test_records(cfg: RunConfig) -> list:
 def sampling_params(cfg: RunConfig):
     """Decoding settings shared by both models: the config's, with the task's length and stop defaults."""
     from weaver.data.tasks import TASKS
-    from weaver.generate.engine import SamplingParams
+    from weaver.generate.sampling import SamplingParams
 
     task = TASKS[cfg.data.task]
     g = cfg.generate
@@ -129,7 +129,7 @@ def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: 
     import torch
 
     from weaver.data.tokenize import encode_example
-    from weaver.generate.engine import virtual_tokens
+    from weaver.generate.transformers_backend import virtual_tokens
 
     examples = [encode_example(tok, p, r, max_seq_len) for p, r in zip(prompts, refs)]
     sums, counts = [0.0] * len(examples), [0] * len(examples)
@@ -169,7 +169,7 @@ def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], pa
     """
     from tqdm.auto import tqdm
 
-    from weaver.generate.llamacpp import load_generator
+    from weaver.generate.engine import load_generator
 
     t0 = time.perf_counter()
     g = cfg.generate

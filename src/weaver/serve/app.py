@@ -30,9 +30,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from weaver.errors import ConfigError, WeaverError
+from weaver.generate.engine import make_backend
+from weaver.generate.rows import Backend, BatchParams, Row
 from weaver.serve import openai_format as fmt
 from weaver.serve.app_routes import apps_router
-from weaver.serve.backend import Backend, BatchParams, Row, make_backend
 from weaver.serve.content_filter import filter_response, gate_prompt, safe_stream_events, server_policy
 from weaver.serve.errors import (
     APIError,

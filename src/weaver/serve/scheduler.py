@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from weaver.serve.backend import Backend, BatchParams, Row
+from weaver.generate.rows import Backend, BatchParams, Row
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ class ServeSettings:
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <key>` (/health and the page stay open)."""
     backend: str = "transformers"
-    """Model execution backend (see weaver.serve.backend.BACKENDS)."""
+    """Model execution backend (see weaver.generate.engine.BACKENDS)."""
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
     threads: int | None = None

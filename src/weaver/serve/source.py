@@ -16,8 +16,8 @@ import time
 from weaver.config import DataConfig
 from weaver.data.records import Record
 from weaver.data.tasks import render_prompt
-from weaver.generate.engine import SamplingParams
-from weaver.serve.backend import BatchParams, Row
+from weaver.generate.rows import BatchParams, Row
+from weaver.generate.sampling import SamplingParams
 from weaver.serve.errors import APIError
 from weaver.serve.scheduler import Job, QueueFull
 
@@ -38,7 +38,7 @@ class ServedSource:
         if cfg is None or cfg.task != task:
             cfg = DataConfig(task=task, lang=self.lang)
         prompt = render_prompt(backend.tokenizer, record, cfg)
-        return backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return backend.encode(prompt)
 
     def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
         """params.n texts per record, in input order.

@@ -55,10 +55,11 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
         ConfigError / DataError: from weaver.data (missing file, malformed records).
     """
     from weaver.data.splits import load_splits
+    from weaver.tuning.backtranslate import backtranslate
     from weaver.data.tasks import get_task, render_prompt
     from weaver.data.tokenize import Collator, encode_example, length_grouped_batches
 
-    splits = load_splits(cfg.data, tokenizer)
+    splits = load_splits(cfg.data, tokenizer, translate=backtranslate)  # backtranslate generates: a tuning step
     if not splits.train:
         raise ConfigError(f"no training records left in {cfg.data.train} after splitting and de-duplication")
 

@@ -59,7 +59,8 @@ def dev_rouge(trainer) -> float:
     """ROUGE-L of greedy replies to the first train.rouge_samples dev prompts."""
     from accelerate.utils import broadcast_object_list
 
-    from weaver.generate.engine import Generator, SamplingParams
+    from weaver.generate.engine import Generator
+    from weaver.generate.sampling import SamplingParams
 
     data, acc = trainer.data, trainer.acc
     value = [0.0]

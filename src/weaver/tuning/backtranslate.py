@@ -1,4 +1,5 @@
-"""Back-translation of training inputs (source -> pivot -> source) with the project's own Generator.
+"""Back-translation of training inputs (source -> pivot -> source) with the project's own Generator
+(`data.augment.backtranslate`, run by `weaver tune` through weaver.data.augment.augment_records).
 
     extra = backtranslate(train, {"model": "gemma3-270m", "pivot": "German", "limit": 200}, seed=0)
 
@@ -16,17 +17,17 @@ from dataclasses import replace
 from typing import Any
 
 from weaver.config import DataConfig
+from weaver.data.augment import BACKTRANSLATE_KEYS
 from weaver.data.records import Record, language_of
 from weaver.data.tasks import TASKS, render_prompt
 from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
 LANG_NAMES = {"en": "English", "zh": "Chinese"}
-KEYS = ("model", "pivot", "limit", "batch_size", "max_new_tokens")
 
 
 def _translate(generator, texts: list[str], target: str, max_new_tokens: int) -> list[str]:
-    from weaver.generate.engine import SamplingParams
+    from weaver.generate.sampling import SamplingParams
 
     cfg = DataConfig(task="translate", target_lang=target)
     prompts = [render_prompt(generator.tok, Record(id="bt", instruction="", input=t, output=""), cfg) for t in texts]
@@ -48,8 +49,9 @@ def backtranslate(records: list[Record], cfg: dict[str, Any], seed: int, generat
     Raises:
         ConfigError: unknown keys or no model.
     """
-    if not isinstance(cfg, dict) or any(k not in KEYS for k in cfg):
-        raise ConfigError(f"data.augment.backtranslate must be a mapping with keys {', '.join(KEYS)}, got {cfg!r}")
+    if not isinstance(cfg, dict) or any(k not in BACKTRANSLATE_KEYS for k in cfg):
+        raise ConfigError(f"data.augment.backtranslate must be a mapping with keys {', '.join(BACKTRANSLATE_KEYS)}, "
+                          f"got {cfg!r}")
     if generator is None:
         if not cfg.get("model"):
             raise ConfigError("data.augment.backtranslate.model is required (a translation-capable model, e.g. "
