@@ -94,8 +94,8 @@ def test_bad_augment_config(cfg, msg):
 
 
 def test_backtranslation_runs_through_the_generator(tiny_model):
-    from weaver.tuning.backtranslate import backtranslate
     from weaver.generate.engine import Generator
+    from weaver.tuning.backtranslate import backtranslate
 
     model, tok = tiny_model
     seen = []
