@@ -55,9 +55,9 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
         ConfigError / DataError: from weaver.data (missing file, malformed records).
     """
     from weaver.data.splits import load_splits
-    from weaver.tuning.backtranslate import backtranslate
     from weaver.data.tasks import get_task, render_prompt
     from weaver.data.tokenize import Collator, encode_example, length_grouped_batches
+    from weaver.tuning.backtranslate import backtranslate
 
     splits = load_splits(cfg.data, tokenizer, translate=backtranslate)  # backtranslate generates: a tuning step
     if not splits.train:
