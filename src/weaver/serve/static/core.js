@@ -1,0 +1,166 @@
+// Weaver studio: helpers every view shares — requests to this server (/v1/... only), errors shown in words,
+// the SSE reader, the feedback recorder and draft cards. Model text goes into the page with textContent only.
+"use strict";
+
+W.$ = (id) => document.getElementById(id);
+W.studio = { recording: true, support: false, base_model: null };
+
+W.headers = function () {
+  const h = { "Content-Type": "application/json" };
+  const key = W.$("api-key").value.trim();
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+};
+
+W.showError = function (message) {
+  const box = W.$("error");
+  box.textContent = message;
+  box.hidden = false;
+};
+
+W.clearError = function () {
+  W.$("error").hidden = true;
+  W.$("error").textContent = "";
+};
+
+W.status = function (text) { W.$("status").textContent = text; };
+
+W.errorMessage = async function (response) {
+  let detail = response.statusText;
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) detail = body.error.message;
+  } catch (e) { /* not JSON: keep the status text */ }
+  return W.t("error_status", response.status, detail);
+};
+
+// JSON from GET (body undefined) or POST; throws an Error whose message is the server's sentence.
+W.api = async function (path, body, signal) {
+  const init = { headers: W.headers(), signal };
+  if (body !== undefined) { init.method = "POST"; init.body = JSON.stringify(body); }
+  const response = await fetch(path, init);
+  if (!response.ok) throw new Error(await W.errorMessage(response));
+  return response.json();
+};
+
+// Read an OpenAI SSE stream, calling onData(parsed event) per data line until [DONE].
+W.readStream = async function (response, onData) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const payload = line.slice(6);
+        if (payload === "[DONE]") return;
+        onData(JSON.parse(payload));
+      }
+    }
+  }
+};
+
+// POST /v1/weaver/feedback; returns the stored request, or null when the server keeps nothing or refused it.
+W.record = async function (body) {
+  if (!W.studio.recording) return null;
+  try {
+    return await W.api("/v1/weaver/feedback", body);
+  } catch (e) {
+    W.status(W.t("record_failed", e.message));
+    return null;
+  }
+};
+
+W.copy = async function (text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (e) {
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+};
+
+W.el = function (tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+
+// A draft card bound to a recorded request: choose, edit in place, copy, thumbs down; regenerate when given.
+// card.rec = {id: request id or null, index: draft index}; opts.onRegen(card) streams a new draft into it.
+W.makeCard = function (number, opts) {
+  const card = W.$("card-template").content.firstElementChild.cloneNode(true);
+  W.translate(card);
+  card.rec = { id: null, index: number - 1, saved: "" };
+  card.dataset.n = String(number);
+  card.textBox = card.querySelector(".text");
+  card.textBox.dataset.chunks = "0";
+  card.setState = (key) => { card.querySelector(".state").textContent = key ? W.t(key) : ""; card.stateKey = key; };
+  card.label = () => {
+    card.querySelector(".label").textContent = opts.label ? opts.label(card) : W.t("draft", number);
+    card.querySelector(".choose").setAttribute("aria-label", W.t("choose_aria", number));
+    card.querySelector(".copy").setAttribute("aria-label", W.t("copy_aria", number));
+    card.querySelector(".regen").setAttribute("aria-label", W.t("regen_aria", number));
+    card.querySelector(".down").setAttribute("aria-label", W.t("down_aria", number));
+    card.textBox.setAttribute("aria-label", W.t("edit_aria", number));
+    if (card.stateKey) card.setState(card.stateKey);
+  };
+  card.label();
+  card.querySelector(".copy").addEventListener("click", async () => {
+    await W.copy(card.textBox.textContent);
+    card.setState("copied");
+  });
+  card.querySelector(".choose").addEventListener("click", () => W.chooseCard(card, opts));
+  card.querySelector(".down").addEventListener("click", async () => {
+    card.querySelector(".down").setAttribute("aria-pressed", "true");
+    card.classList.add("down-voted");
+    card.setState("rejected");
+    if (card.rec.id) await W.record({ type: "event", request_id: card.rec.id, kind: "thumbs_down", draft: card.rec.index });
+  });
+  card.textBox.addEventListener("blur", () => W.saveEdit(card));
+  const regen = card.querySelector(".regen");
+  if (opts.onRegen) regen.addEventListener("click", () => opts.onRegen(card));
+  else regen.remove();
+  document.addEventListener("weaver-lang", card.label);
+  return card;
+};
+
+W.chooseCard = async function (card, opts) {
+  for (const other of card.parentElement.querySelectorAll(".candidate")) {
+    other.classList.remove("chosen");
+    other.querySelector(".choose").setAttribute("aria-pressed", "false");
+  }
+  card.classList.add("chosen");
+  card.querySelector(".choose").setAttribute("aria-pressed", "true");
+  card.setState("chosen");
+  if (opts.onChoose) opts.onChoose(card);
+  if (!card.rec.id) return;
+  await W.record({ type: "event", request_id: card.rec.id, kind: "choose", draft: card.rec.index });
+};
+
+// An edit is recorded when the writer leaves a draft whose text differs from what was last kept.
+W.saveEdit = async function (card) {
+  const text = card.textBox.textContent;
+  if (!card.rec.id || !text.trim() || text === card.rec.saved) return;
+  card.rec.saved = text;
+  const before = card.stateKey;
+  const stored = await W.record({ type: "event", request_id: card.rec.id, kind: "edit", draft: card.rec.index, text });
+  if (stored && card.stateKey === before) card.setState("saved");  // a later action (copied) keeps its word
+};
+
+// Bind cards to the request the server stored (drafts in card order).
+W.bindCards = function (cards, stored) {
+  if (!stored) return;
+  cards.forEach((card, i) => { card.rec = { id: stored.id, index: i, saved: card.textBox.textContent }; });
+};
