@@ -3,14 +3,31 @@ the adapter-disabled model, and whole runs train, validate, stop early and resum
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from weaver.config import load_config
 from weaver.data.preferences import PreferencePair, encode_pair
 from weaver.data.records import Record
+from weaver.errors import ConfigError, DataError
+from weaver.models.loading import load_model
 from weaver.tuning.dpo import PairCollator, PreferenceLoss, compute_reference, preference_losses
+from weaver.tuning.run import prepare_data, tune
+
+from .conftest import WORDS, tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def paper_logps(model, batch):
@@ -93,3 +110,147 @@ def test_rewards_and_their_sign():
     assert losses[0] < math.log(2) < losses[1]
     equal, _, _ = preference_losses(ref, ref, torch.ones(4), 0.1, "sigmoid")
     assert torch.allclose(equal, torch.full((2,), math.log(2)))  # policy = reference: log 2 per pair
+
+
+# ---- whole runs --------------------------------------------------------------------------------------------
+
+
+def write_pairs(path: Path, n: int, seed: int = 0) -> Path:
+    """n pairs: chosen = the input's first three words (as the SFT data's references), rejected = other words."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30)))
+            chosen = " ".join(text.split()[:3])
+            rejected = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
+            fh.write(json.dumps({"id": str(i), "instruction": "", "input": text, "chosen": chosen,
+                                 "rejected": rejected}) + "\n")
+    return path
+
+
+def _dpo(model_dir, data, out, **train):
+    return tune(load_config(None, tiny_overrides(model_dir, data, out, **{"objective": "dpo", "dpo_beta": 0.5,
+                                                                          **train})))
+
+
+def _events(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dpo_run_learns_the_preference_and_reports_rewards(tiny_model_dir, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 40)
+    run = _dpo(tiny_model_dir, data, tmp_path / "run", max_steps=8, eval_every=4, metric="reward_accuracy")
+    facts = json.loads((run / "run.json").read_text())
+    assert facts["objective"] == "dpo" and facts["steps"] == 8 and facts["best_metric"]["name"] == "reward_accuracy"
+    events = _events(run)
+    train = [e["train_loss"] for e in events if "train_loss" in e]
+    dev = [e for e in events if "reward_accuracy" in e]
+    assert [e["step"] for e in dev] == [4, 8]
+    assert abs(train[0] - math.log(2)) < 0.05  # the policy starts at the reference: log 2 per pair
+    assert train[-1] < train[0] - 0.1 and dev[-1]["dev_loss"] < math.log(2)
+    assert dev[-1]["reward_accuracy"] > 0.5 and dev[-1]["reward_margin"] > 0
+    ref = json.loads((run / "reference_logps.json").read_text())
+    assert len(ref["train"]) == 30 and len(ref["dev"]) == 10 and all(c < 0 and r < 0 for c, r in ref["train"])
+    assert (run / "adapter" / "adapter_config.json").is_file()
+
+
+def test_dpo_early_stops_on_reward_accuracy(tiny_model_dir, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 40)
+    run = _dpo(tiny_model_dir, data, tmp_path / "run", lr=1e-12, max_steps=10, eval_every=1, save_every=0,
+               patience=1, metric="reward_margin")
+    facts = json.loads((run / "run.json").read_text())
+    assert facts["stop_reason"] == "early_stopping" and facts["steps"] == 2
+
+
+def test_sft_data_or_pack_with_dpo_is_one_clear_error(tiny_model_dir, tiny_data, tmp_path):
+    with pytest.raises(DataError, match=r"train\.jsonl:1: chosen: missing"):
+        _dpo(tiny_model_dir, tiny_data, tmp_path / "a")
+    data = write_pairs(tmp_path / "pairs.jsonl", 20)
+    with pytest.raises(ConfigError, match="data.pack does not work with train.objective dpo"):
+        tune(load_config(None, tiny_overrides(tiny_model_dir, data, tmp_path / "b", objective="dpo")
+                         + ["--data.pack", "true"]))
+    sft = tune(load_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "sft", max_steps=1)))
+    with pytest.raises(ConfigError, match="holds a lora adapter, which DPO continues: set --train.method lora"):
+        _dpo(sft, data, tmp_path / "c", method="ia3")
+
+
+def test_feedback_export_trains_as_is(tiny_model_dir, tmp_path):
+    from weaver.apps.feedback import Draft, FeedbackStore, export
+
+    store = FeedbackStore(tmp_path / "studio.sqlite")
+    rng = random.Random(3)
+    for i in range(16):
+        text = " ".join(rng.choice(WORDS) for _ in range(12))
+        rid = store.add_request("summarize", [Draft(" ".join(text.split()[:3]), "news"), Draft(f"cloud {i}", "base")],
+                                {"input": text})
+        store.add_event(rid, "choose", draft=0)
+    assert export(store, tmp_path / "fb")["pairs"] == 16
+    run = _dpo(tiny_model_dir, tmp_path / "fb" / "pairs.jsonl", tmp_path / "run", max_steps=3)
+    assert json.loads((run / "run.json").read_text())["data"]["counts"] == {"train": 12, "dev": 4, "test": 0}
+    assert any("reward_accuracy" in e for e in _events(run))
+
+
+def test_dpo_from_an_sft_run_continues_its_adapter_against_it(tiny_model_dir, tiny_data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from weaver.models.loading import resolve
+
+    sft = tune(load_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "sft", max_steps=4)))
+    data = write_pairs(tmp_path / "pairs.jsonl", 24)
+    run = _dpo(sft, data, tmp_path / "dpo", max_steps=3)
+    assert resolve(run).base_spec == str(sft) and resolve(run).base_dir == resolve(sft).base_dir
+    ref = torch.tensor(json.loads((run / "reference_logps.json").read_text())["train"])
+    cfg = load_config(run / "config.yaml")
+    _, tok = load_model(sft)
+    examples = prepare_data(cfg, tok)[0].train  # the run's training pairs, in its order
+    sft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), sft / "adapter")
+    cpu = torch.device("cpu")
+    as_sft = torch.tensor(compute_reference(sft_model, examples, tok.pad_token_id, "fp32", cpu, disable_adapter=False))
+    as_base = torch.tensor(compute_reference(sft_model, examples, tok.pad_token_id, "fp32", cpu))
+    torch.testing.assert_close(ref, as_sft, rtol=1e-4, atol=1e-4)  # the reference is the SFT policy ...
+    assert (ref - as_base).abs().max() > 0.1  # ... not the base model
+    first = next(e["train_loss"] for e in _events(run) if "train_loss" in e)
+    assert abs(first - math.log(2)) < 0.05  # so DPO starts at log 2 per pair
+    a = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(sft / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["ia3", "adapter", "prefix", "adalora", "freeze"])
+def test_dpo_on_other_methods_moves_only_trainable_weights(tiny_model_dir, tmp_path, method):
+    data = write_pairs(tmp_path / "pairs.jsonl", 20)
+    extra = {"top_layers": 1} if method == "freeze" else {}
+    run = _dpo(tiny_model_dir, data, tmp_path / "run", method=method, max_steps=3, eval_every=3, **extra)
+    events = _events(run)
+    losses = [e["train_loss"] for e in events if "train_loss" in e]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert abs(losses[0] - math.log(2)) < 0.05  # the adapter-disabled (or starting) model is the reference
+    assert "reward_accuracy" in events[-1]
+
+
+def test_killed_dpo_run_resumes_onto_the_uninterrupted_adapter(tiny_model_dir, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 40)
+    args = dict(max_steps=6, save_every=1, eval_every=3, lr=5e-3)
+    reference = _dpo(tiny_model_dir, data, tmp_path / "reference", **args)
+    out = tmp_path / "killed"
+    overrides = tiny_overrides(tiny_model_dir, data, out, **{"objective": "dpo", "dpo_beta": 0.5, **args})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
+    config = tmp_path / "dpo.yaml"
+    config.write_text("# weaver tune dpo.yaml\ntrain:\n  objective: dpo\n")
+    proc = subprocess.Popen([sys.executable, "-m", "weaver.cli", "tune", str(config), *overrides], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step-000003").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / "adapter").exists() and (out / "reference_logps.json").is_file()
+    resumed = tune(load_config(None, overrides))
+    assert json.loads((resumed / "run.json").read_text())["steps"] == 6
+    a = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(reference / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from weaver.errors import ConfigError, WeaverError
 
-HIGHER_IS_BETTER = {"dev_loss": False, "rougeL": True}
+HIGHER_IS_BETTER = {"dev_loss": False, "rougeL": True, "reward_accuracy": True, "reward_margin": True}
 TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
 
 

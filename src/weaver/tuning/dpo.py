@@ -178,12 +178,14 @@ def compute_reference(model, examples: list[dict], pad_id: int, precision: str, 
 
 
 def attach_reference(model, splits: dict[str, list[dict]], run_dir: Path, pad_id: int, precision: str, device,
-                     disable_adapter: bool, full_forward: bool = False, batch_size: int = 8) -> bool:
+                     disable_adapter: bool, full_forward: bool = False, batch_size: int = 8,
+                     write: bool = True) -> bool:
     """Give every pair example its "ref" log-probs: from run_dir/reference_logps.json when it was written for
     exactly these pairs (a resumed run), else computed now and written there (atomically) before training.
 
     Args:
         splits: {"train": examples, "dev": examples}.
+        write: False on the non-main processes (they compute the same values and write nothing).
     Returns:
         True when the values were read from the run folder.
     """
@@ -201,7 +203,8 @@ def attach_reference(model, splits: dict[str, list[dict]], run_dir: Path, pad_id
         for name, part in splits.items():
             cached[name] = compute_reference(model, part, pad_id, precision, device, batch_size, disable_adapter,
                                              full_forward)
-        atomic_write_text(path, json.dumps(cached) + "\n")
+        if write:
+            atomic_write_text(path, json.dumps(cached) + "\n")
     for name, part in splits.items():
         for e, ref in zip(part, cached[name]):
             e["ref"] = ref

@@ -31,6 +31,7 @@ from weaver.config import RunConfig, TrainConfig, to_dict
 from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
 from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
+from weaver.tuning.dpo import PreferenceLoss, attach_reference, dev_preferences
 from weaver.tuning.step import (
     CausalLMLoss,
     autocast,
@@ -66,6 +67,8 @@ class TrainData:
     lang: str = "en"
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
+    reference_adapter: bool = False
+    """train.objective dpo: the reference keeps the adapter on (a tuned run's adapter continued), else disables it."""
 
 
 def plan_steps(n_batches: int, world: int, train: TrainConfig) -> tuple[int, int]:
@@ -99,10 +102,18 @@ class Trainer:
         self.world = self.acc.num_processes
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
-        loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD)
+        if self.t.objective == "dpo":
+            loss_mod = PreferenceLoss(model, self.t.dpo_beta, self.t.dpo_loss_type,
+                                      full_forward=self.t.method == "prefix")
+        else:
+            loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD)
         self.optimizer = make_optimizer(model, self.t)
         self.scheduler = make_scheduler(self.optimizer, self.t, self.total_steps)
         self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)
+        if self.t.objective == "dpo":  # before any resumed weights are loaded: the starting policy is the reference
+            attach_reference(model, {"train": data.train, "dev": data.dev}, self.run_dir, tokenizer.pad_token_id,
+                             self.precision, self.acc.device, disable_adapter=not data.reference_adapter,
+                             full_forward=self.t.method == "prefix", write=self.acc.is_main_process)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.stopper = EarlyStopping(self.t.metric, self.t.patience)
         self.main = self.acc.is_main_process
@@ -174,7 +185,7 @@ class Trainer:
             return {}
         v0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # validation must not shift the training RNG stream
-            out = {"dev_loss": dev_loss(self)}
+            out = dev_preferences(self) if self.t.objective == "dpo" else {"dev_loss": dev_loss(self)}
             if self.t.metric == "rougeL":
                 out["rougeL"] = dev_rouge(self)
         self.val_s = time.perf_counter() - v0

@@ -55,10 +55,12 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
         ConfigError / DataError: from weaver.data (missing file, malformed records).
     """
     from weaver.data.splits import load_splits
-    from weaver.data.tasks import get_task, render_prompt
-    from weaver.data.tokenize import Collator, encode_example, length_grouped_batches
+    from weaver.data.tasks import render_prompt
+    from weaver.data.tokenize import Collator, encode_example
     from weaver.tuning.backtranslate import backtranslate
 
+    if cfg.train.objective == "dpo":
+        return _prepare_pairs(cfg, tokenizer)
     splits = load_splits(cfg.data, tokenizer, translate=backtranslate)  # backtranslate generates: a tuning step
     if not splits.train:
         raise ConfigError(f"no training records left in {cfg.data.train} after splitting and de-duplication")
@@ -67,10 +69,49 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
         return [encode_example(tokenizer, render_prompt(tokenizer, r, cfg.data), r.output, cfg.data.max_seq_len)
                 for r in records]
 
-    train, t = encode(splits.train), cfg.train
+    train = encode(splits.train)
+    data = _train_data(cfg, tokenizer, train, train, encode(splits.dev), splits.dev,
+                       Collator(tokenizer.pad_token_id, pack=cfg.data.pack))
+    report = {**splits.report, "instruction": prompt_instruction(splits.train, cfg.data)}
+    return data, report
+
+
+def _prepare_pairs(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
+    """prepare_data for train.objective dpo: preference pairs, each side encoded after the same prompt."""
+    from weaver.data.preferences import encode_pair, load_pair_splits
+    from weaver.data.tasks import render_prompt
+    from weaver.tuning.dpo import PairCollator
+
+    if cfg.data.pack:
+        raise ConfigError("data.pack does not work with train.objective dpo (each reply's log-probability is summed "
+                          "per padded row); set data.pack to false")
+    splits = load_pair_splits(cfg.data, tokenizer)
+    if not splits.train:
+        raise ConfigError(f"no training pairs left in {cfg.data.train} after splitting and de-duplication")
+
+    def encode(pairs):
+        return [encode_pair(tokenizer, render_prompt(tokenizer, p.record, cfg.data), p, cfg.data.max_seq_len)
+                for p in pairs]
+
+    train = encode(splits.train)
+    lengths = [max(len(e["chosen"]["input_ids"]), len(e["rejected"]["input_ids"])) for e in train]
+    dev_records = [p.record for p in splits.dev]  # the chosen reply is each prompt's reference for rougeL
+    data = _train_data(cfg, tokenizer, train, lengths, encode(splits.dev), dev_records,
+                       PairCollator(tokenizer.pad_token_id))
+    report = {**splits.report, "instruction": prompt_instruction([p.record for p in splits.train], cfg.data)}
+    return data, report
+
+
+def _train_data(cfg: RunConfig, tokenizer, train: list, lengths: list, dev: list, dev_records: list,
+                collate) -> TrainData:
+    """TrainData with length-grouped (or seeded random) batches and the rougeL dev prompts."""
+    from weaver.data.tasks import get_task, render_prompt
+    from weaver.data.tokenize import length_grouped_batches
+
+    t = cfg.train
     if t.group_by_length:
         def batches(epoch):
-            return length_grouped_batches(train, t.batch_size, t.seed, epoch)
+            return length_grouped_batches(lengths, t.batch_size, t.seed, epoch)
     else:
         import random
 
@@ -81,31 +122,54 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
 
     task = get_task(cfg.data.task)
     n_rouge = t.rouge_samples if t.metric == "rougeL" else 0
-    data = TrainData(
-        train=train, batches=batches, collate=Collator(tokenizer.pad_token_id, pack=cfg.data.pack),
-        dev=encode(splits.dev),
-        dev_prompts=[render_prompt(tokenizer, r, cfg.data) for r in splits.dev[:n_rouge]],
-        dev_refs=[[r.output, *r.references] for r in splits.dev[:n_rouge]],
+    return TrainData(
+        train=train, batches=batches, collate=collate, dev=dev,
+        dev_prompts=[render_prompt(tokenizer, r, cfg.data) for r in dev_records[:n_rouge]],
+        dev_refs=[[r.output, *r.references] for r in dev_records[:n_rouge]],
         lang=cfg.data.lang, max_new_tokens=cfg.generate.max_new_tokens or task.max_new_tokens, stop=list(task.stop),
     )
-    report = {**splits.report, "instruction": prompt_instruction(splits.train, cfg.data)}
-    return data, report
 
 
 def load_base(cfg: RunConfig):
-    """(fp32 model, tokenizer) of cfg.model.name for training."""
+    """(fp32 model, tokenizer, the resolved model spec) of cfg.model.name for training.
+
+    A tuned run is accepted only with train.objective dpo, which continues its adapter (continue_adapter).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     from weaver.models.loading import load_tokenizer, resolve
 
     resolved = resolve(cfg.model.name)
-    if resolved.adapter_dir is not None:
+    if resolved.adapter_dir is not None and cfg.train.objective == "sft":
         raise ConfigError(f"model.name {cfg.model.name} is a tuned run: tune from its base {resolved.base_spec!r}")
     tok = load_tokenizer(resolved)
     model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=torch.float32)
     model.config.use_cache = False
-    return model, tok
+    return model, tok, resolved
+
+
+def continue_adapter(model, resolved, train):
+    """The base model with a tuned run's adapter attached, trainable (train.objective dpo from an SFT run).
+
+    Raises:
+        ConfigError: train.method differs from the method that made the adapter.
+    """
+    from weaver.models.loading import adapter_kind, attach_adapter
+
+    if resolved.method != train.method:
+        raise ConfigError(f"model.name {resolved.run_dir} holds a {resolved.method} adapter, which DPO continues: set "
+                          f"--train.method {resolved.method}")
+    if adapter_kind(resolved.adapter_dir) == "BOTTLENECK":
+        from weaver.models.bottleneck import ATTR
+
+        model = attach_adapter(model, resolved.adapter_dir)
+        for name, p in model.named_parameters():
+            p.requires_grad_(f".{ATTR}." in name)
+        return model.train()
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, resolved.adapter_dir, is_trainable=True)
 
 
 def tune(cfg: RunConfig) -> Path:
@@ -159,17 +223,22 @@ def _setup(cfg: RunConfig, acc, folder) -> tuple[Trainer, dict]:
 
     run_dir = Path(cfg.train.out_dir)
     set_seed(cfg.train.seed)
-    model, tok = load_base(cfg)
+    model, tok, resolved = load_base(cfg)
     data, report = prepare_data(cfg, tok)
     _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
-    model = build_trainable(model, cfg.train, total_steps=total)
+    if resolved.adapter_dir is not None:
+        model = continue_adapter(model, resolved, cfg.train)
+        data.reference_adapter = True  # the reference is the run's adapter as loaded: the SFT policy
+    else:
+        model = build_trainable(model, cfg.train, total_steps=total)
     checkpointed = enable_checkpointing(model) if cfg.train.gradient_checkpointing else 0
     if folder is not None:
         folder.clear_previous()
         folder.write_manifest()
     acc.wait_for_everyone()
     trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
-    facts = {"method": cfg.train.method, "base_model": cfg.model.name, **trainable_summary(model),
+    facts = {"method": cfg.train.method, "objective": cfg.train.objective, "base_model": cfg.model.name,
+             **trainable_summary(model),
              "checkpointed_blocks": checkpointed,
              "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}
     if acc.is_main_process:

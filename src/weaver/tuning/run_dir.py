@@ -30,7 +30,7 @@ from weaver.tuning.checkpoint import latest_checkpoint
 log = logging.getLogger(__name__)
 MANIFEST = "weaver-run.json"
 OUTPUTS = ("config.yaml", "versions.json", "metrics.jsonl", "run.json", "adapter", "model", "best", "checkpoints",
-           "tb")
+           "tb", "reference_logps.json")
 """What `weaver tune` writes into a run folder (besides the manifest and the temporary `.NAME.*` files)."""
 FOREIGN_OK = ("sweep-trial.log",)
 """Files other Weaver verbs put into a run folder before `weaver tune` runs there (weaver sweep's trial log)."""
