@@ -282,6 +282,9 @@ class EvalConfig:
     """Side-by-side examples shown in report.md / report.html."""
     zh_tokens: str = "char"
     """Chinese ROUGE units: char (each character a token) | word (jieba words)."""
+    pairs: str | None = None
+    """Held-out preference pairs file: reward accuracy of the model under test against its base, and each model's
+    share of pairs where it prefers the chosen reply (weaver.eval.preferences)."""
 
     def __post_init__(self) -> None:
         _choice("eval.zh_tokens", self.zh_tokens, ("char", "word"))

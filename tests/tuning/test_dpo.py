@@ -254,3 +254,50 @@ def test_killed_dpo_run_resumes_onto_the_uninterrupted_adapter(tiny_model_dir, t
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_eval_of_a_dpo_run_compares_with_its_sft_start_and_scores_held_out_pairs(tiny_model_dir, tiny_data,
+                                                                                 tmp_path, capsys):
+    import numpy as np
+
+    from weaver.cli import main
+    from weaver.data.preferences import read_pairs
+    from weaver.eval.preferences import pair_logps
+
+    sft = tune(load_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "sft", max_steps=2)))
+    run = _dpo(sft, write_pairs(tmp_path / "pairs.jsonl", 24), tmp_path / "dpo", max_steps=4, lr=2e-2)
+    held = write_pairs(tmp_path / "held.jsonl", 10, seed=7)
+    assert main(["eval", "--model", str(run), "--data", str(held), "--limit", "4", "--pairs", str(held),
+                 "--eval.semantic", "false", "--eval.bootstrap", "100", "--generate.max_new_tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["base"] == str(sft) and report["n"] == 4  # the run it started from, not the raw base
+    pairs = report["pairs"]
+    assert "reward accuracy (implicit reward vs base, beta 0.5)" in printed and pairs["n"] == 10
+    cfg = load_config(run / "config.yaml")
+    from weaver.data.tasks import render_prompt
+    from weaver.models.loading import load_tokenizer
+
+    tok = load_tokenizer(run)
+    held_pairs = read_pairs(held)
+    prompts = [render_prompt(tok, p.record, cfg.data) for p in held_pairs]
+    t = np.array(pair_logps(str(run), held_pairs, prompts, cfg.data.max_seq_len))
+    b = np.array(pair_logps(str(sft), held_pairs, prompts, cfg.data.max_seq_len))
+    expected = float((((t[:, 0] - b[:, 0]) - (t[:, 1] - b[:, 1])) > 0).mean())
+    assert pairs["reward_accuracy"]["value"] == pytest.approx(expected)
+    assert pairs["preference_accuracy"]["base"] == pytest.approx(float((b[:, 0] > b[:, 1]).mean()))
+    assert pairs["preference_accuracy"]["tuned"] == pytest.approx(float((t[:, 0] > t[:, 1]).mean()))
+    assert pairs["reward_margin"] == pytest.approx(0.5 * float(((t[:, 0] - b[:, 0]) - (t[:, 1] - b[:, 1])).mean()),
+                                                   abs=1e-6)
+    assert not np.allclose(t, b)  # DPO moved the policy away from its SFT start
+
+
+def test_pair_metrics_by_hand():
+    from weaver.eval.preferences import pair_metrics
+
+    base = [[-5.0, -4.0], [-3.0, -6.0], [-2.0, -2.5], [-4.0, -1.0]]
+    tuned = [[-4.0, -4.5], [-3.5, -6.0], [-2.0, -2.0], [-4.0, -3.0]]  # rewards (x1): +1/-.5, -.5/0, 0/+.5, 0/-2
+    out = pair_metrics(tuned, base, beta=1.0, n_resamples=200)
+    assert out["reward_accuracy"]["value"] == 0.5 and out["reward_margin"] == pytest.approx((1.5 - 0.5 - 0.5 + 2) / 4)
+    assert out["preference_accuracy"]["base"] == 0.5 and out["preference_accuracy"]["tuned"] == 0.5
+    assert pair_metrics(tuned, None, beta=1.0, n_resamples=200)["preference_accuracy"]["tuned"] == 0.5

@@ -4,6 +4,7 @@
     weaver eval --model runs/dialogsum                  # the run's own held-out split, report in runs/dialogsum/eval
     weaver eval --model smollm2-135m-instruct --data test.jsonl --task headline --out reports/base
     weaver eval --config configs/x.yaml --model runs/x --generate.num_beams 4
+    weaver eval --model runs/dpo --pairs heldout-pairs.jsonl   # vs the run it started from, + reward accuracy
 
 With a tuned run, the run's config.yaml is the starting point (so prompts are rendered exactly as in
 training) and its base model is the comparison; flags and `--section.key value` overrides go on top.
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", default=None, help="evaluate the first N test examples ('none' = all; default 100)")
     p.add_argument("--out", default=None, help="report folder (default: RUN/eval)")
     p.add_argument("--config", default=None, help="YAML config to start from (default: the run's config.yaml)")
+    p.add_argument("--pairs", default=None, help="held-out preference pairs: reward accuracy against the base, and "
+                                                 "how often each model prefers the chosen reply")
     p.epilog = ("Any config value can be overridden with --section.key value, e.g. --generate.max_new_tokens 48 "
                 "--eval.bootstrap 2000 --eval.semantic false.")
     accept_overrides(p)
@@ -66,7 +69,7 @@ def build_config(args: argparse.Namespace):
     if base_file is None and run_cfg.is_file():
         base_file = run_cfg
     flags = {"model.name": args.model, "data.test": args.data, "data.task": args.task, "eval.base": args.base,
-             "eval.limit": args.limit, "eval.out_dir": args.out}
+             "eval.limit": args.limit, "eval.out_dir": args.out, "eval.pairs": args.pairs}
     overrides = [x for key, value in flags.items() if value is not None for x in (f"--{key}", str(value))]
     return load_config(base_file, overrides + list(args.overrides or []))
 
@@ -76,5 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     report = evaluate(build_config(args))
     print(report.table())
+    if report.data.get("pairs"):
+        from weaver.eval.preferences import format_pair_metrics
+
+        print("\n" + format_pair_metrics(report.data["pairs"]))
     print(f"\nreport: {report.out_dir / 'report.html'} (also report.md, report.json, predictions.jsonl)")
     return 0

@@ -72,10 +72,15 @@ def load_test_records(cfg: RunConfig) -> list:
     Raises:
         ConfigError: neither a test file nor a training file to carve one from. DataError: bad records.
     """
+    from weaver.data.preferences import is_pairs_file, load_pair_splits, read_pairs
     from weaver.data.readers import read_records
 
-    if cfg.data.test:
+    if cfg.data.test and is_pairs_file(cfg.data.test):  # preference pairs: the chosen reply is the reference
+        records = [p.record for p in read_pairs(cfg.data.test, cfg.data.columns or None, cfg.data.on_error)]
+    elif cfg.data.test:
         records = read_records(cfg.data.test, cfg.data.columns or None, cfg.data.on_error)
+    elif cfg.data.train and is_pairs_file(cfg.data.train):  # a DPO run: its held-out pairs
+        records = [p.record for p in load_pair_splits(cfg.data).test]
     elif cfg.data.train:
         from weaver.data.splits import load_splits
 
@@ -244,6 +249,7 @@ def evaluate(cfg: RunConfig) -> Report:
             systems[label]["grounding"] = grounding([r.input for r in records], systems[label]["outputs"], lang)
         systems[label]["scores"] = score_outputs(systems[label], refs_list, lang, cfg.eval)
     metrics = compare(systems, lang, cfg.eval.bootstrap, seed=cfg.generate.seed)
+    pairs = evaluate_pairs(cfg, model_spec, base_spec) if cfg.eval.pairs else None
     data = {
         "model": model_spec, "base": base_spec, "run_dir": str(run_dir) if run_dir else None,
         "task": cfg.data.task, "lang": lang, "n": len(records),
@@ -252,8 +258,13 @@ def evaluate(cfg: RunConfig) -> Report:
         "decoding": {k: getattr(params, k) for k in ("max_new_tokens", "temperature", "top_p", "num_beams",
                                                      "repetition_penalty", "stop", "seed")},
         "notes": _notes(cfg, lang),
+        **({"pairs": pairs} if pairs else {}),
         "config": to_dict(cfg), "versions": _versions(),
     }
+    if pairs:  # also in report.md / report.html
+        from weaver.eval.preferences import format_pair_metrics
+
+        data["notes"].append(f"{cfg.eval.pairs}: " + format_pair_metrics(pairs).replace("\n  ", "; "))
     predictions = [
         {"id": r.id, "source": r.source, "input": r.input, "prompt": prompts[i], "references": refs_list[i],
          **{label: systems[label]["outputs"][i] for label in systems},
@@ -264,6 +275,21 @@ def evaluate(cfg: RunConfig) -> Report:
     report = Report(out_dir, data, predictions)
     write_report(report, run_dir, cfg.eval.examples)
     return report
+
+
+def evaluate_pairs(cfg: RunConfig, model_spec: str, base_spec: str | None) -> dict:
+    """eval.pairs: reward and preference accuracy on held-out pairs (weaver.eval.preferences), both models
+    scoring the same prompts rendered once with the model under test's tokenizer."""
+    from weaver.data.preferences import read_pairs
+    from weaver.eval.preferences import pair_logps, pair_metrics
+
+    pairs = read_pairs(cfg.eval.pairs, cfg.data.columns or None, cfg.data.on_error)
+    prompts, _ = render_prompts(cfg, [p.record for p in pairs])
+    args = (pairs, prompts, cfg.data.max_seq_len, cfg.model.dtype, cfg.generate.batch_size)
+    tuned = pair_logps(model_spec, *args)
+    base = pair_logps(base_spec, *args) if base_spec is not None else None
+    result = pair_metrics(tuned, base, cfg.train.dpo_beta, cfg.eval.bootstrap, seed=cfg.generate.seed)
+    return {**result, "file": cfg.eval.pairs}
 
 
 def _notes(cfg: RunConfig, lang: str) -> list[str]:

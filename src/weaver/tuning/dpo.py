@@ -33,44 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from weaver.errors import WeaverError
+from weaver.eval.preferences import encoded_pair_logps, sequence_logps
 from weaver.tuning.step import autocast
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 REFERENCE_FILE = "reference_logps.json"
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def sequence_logps(model, input_ids, attention_mask=None, labels=None, full_forward: bool = False):
-    """Summed log-probabilities of each row's target tokens (labels != -100) and their number.
-
-    Args:
-        model: the (peft) causal LM.
-        input_ids, attention_mask, labels: a right-padded batch (weaver.data.tokenize.collate).
-        full_forward: use the model's own forward (prefix tuning: peft injects its virtual tokens there);
-            otherwise LM-head logits are computed at target positions only (weaver.tuning.step).
-    Returns:
-        (log-probs [rows] float32, target token counts [rows]).
-    """
-    shifted = labels[:, 1:]
-    mask = shifted != -100
-    if full_forward:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logits = logits[:, -input_ids.shape[1]:][:, :-1][mask]
-    else:
-        base = _base(model)
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                    use_cache=False).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[:, :-1][mask])
-        cap = getattr(base.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, shifted[mask].unsqueeze(-1)).squeeze(-1)
-    rows = mask.nonzero()[:, 0]
-    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token_logps)
-    return total, mask.sum(dim=1)
 
 
 def preference_losses(policy: torch.Tensor, reference: torch.Tensor, counts: torch.Tensor, beta: float,
@@ -157,22 +124,11 @@ def compute_reference(model, examples: list[dict], pad_id: int, precision: str, 
     Returns:
         One [chosen, rejected] pair of summed log-probs per example, in order.
     """
-    collate = PairCollator(pad_id)
     was_training = model.training
     model.eval()
     off = model.disable_adapter() if disable_adapter and hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    out: list[list[float]] = []
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["chosen"]["input_ids"]))
-    values: dict[int, list[float]] = {}
     with off, autocast(precision, device):
-        for k in range(0, len(order), batch_size):
-            idx = order[k:k + batch_size]
-            batch = {name: t.to(device) for name, t in collate([examples[i] for i in idx]).items()}
-            logps, _ = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], full_forward)
-            chosen, rejected = logps.float().cpu().chunk(2)
-            for i, c, r in zip(idx, chosen.tolist(), rejected.tolist()):
-                values[i] = [c, r]
-    out = [values[i] for i in range(len(examples))]
+        out = encoded_pair_logps(model, examples, pad_id, batch_size, full_forward)
     model.train(was_training)
     return out
 
