@@ -142,3 +142,11 @@ def test_data_check_reads_a_pairs_file_as_pairs(tmp_path, tokenizer):
     text = format_stats(report)
     assert "preference pairs (prompt, chosen, rejected): 5 good of 6 (1 malformed)" in text
     assert "    chosen " in text and "    rejected " in text
+
+
+def test_an_sft_test_file_next_to_pairs_is_left_to_evaluation(tmp_path):
+    pairs = write(tmp_path / "p.jsonl", [{"input": f"t {i}", "chosen": f"g {i}", "rejected": f"b {i}"}
+                                         for i in range(10)])
+    sft = write(tmp_path / "test.jsonl", [{"input": "t 99", "output": "o"}])
+    s = load_pair_splits(DataConfig(train=str(pairs), test=str(sft), split=[0.8, 0.2, 0.0]))
+    assert s.report["counts"] == {"train": 8, "dev": 2, "test": 0}

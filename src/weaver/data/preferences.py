@@ -244,6 +244,8 @@ def _read(path: str, data_cfg: DataConfig, tokenizer) -> list[PreferencePair]:
 def load_pair_splits(data_cfg: DataConfig, tokenizer=None) -> PairSplits:
     """Read, split by prompt, de-duplicate, leak-check and limit preference pairs (as load_splits does for SFT).
 
+    A data.test file that holds SFT records rather than pairs is left to evaluation (the test split is empty).
+
     Args:
         data_cfg: files, split ratios, seed, limits and on_error.
         tokenizer: when given, a side longer than data.max_output_tokens is a malformed pair.
@@ -256,7 +258,9 @@ def load_pair_splits(data_cfg: DataConfig, tokenizer=None) -> PairSplits:
         raise ConfigError("no training pairs: set --data.train FILE (a preference-pairs file)")
     train = _read(data_cfg.train, data_cfg, tokenizer)
     dev = _read(data_cfg.dev, data_cfg, tokenizer) if data_cfg.dev else None
-    test = _read(data_cfg.test, data_cfg, tokenizer) if data_cfg.test else None
+    test = None
+    if data_cfg.test:  # an SFT-shaped test file is evaluation data (weaver eval reads it), not pairs
+        test = _read(data_cfg.test, data_cfg, tokenizer) if is_pairs_file(data_cfg.test) else []
     tr, dv, ts = data_cfg.split
     if dev is None and test is None:
         train, dev, test = _split(train, [tr, dv, ts], data_cfg.seed)
