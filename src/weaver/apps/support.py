@@ -30,6 +30,8 @@ from weaver.data.records import Record
 from weaver.safety import SafetyPolicy, is_chinese, load_policy
 
 MIN_CONFIDENCE = 0.3
+CITATION = r"\[[\w.-]+\]"
+"""A citation mark in a reply ([faq-1665]): not a claim, so removed before a sentence is grounded."""
 HANDOVER = {
     "en": "I'm not sure I can answer this correctly, so I'm handing your question over to a human colleague "
           "who will get back to you shortly.",
@@ -64,6 +66,9 @@ class SupportReply:
     """True when the model answered but cited none of the passages it was given."""
     grounding: dict | None = None
     """Per reply sentence: the passage (id) and sentence that support it best, and whether that suffices."""
+    explanation: list[dict] | None = None
+    """With answer(explain=True): weaver.eval.explain.explain_spans of the reply (offsets index `text`, sources
+    the passages' text); empty when nothing was generated (handed over, blocked)."""
 
     @property
     def needs_review(self) -> bool:
@@ -80,6 +85,7 @@ class SupportReply:
             "confidence": round(self.confidence, 4), "safety": self.safety,
             "passages": [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)}
                          for h in self.passages],
+            **({"explanation": self.explanation} if self.explanation is not None else {}),
         }
 
 
@@ -94,8 +100,8 @@ def build_record(question: str, hits: list[Hit], lang: str = "en") -> Record:
 
 
 def answer(source, index: Index, question: str, k: int = 3, min_confidence: float = MIN_CONFIDENCE,
-           mode: str = "hybrid", policy: SafetyPolicy | None = None, max_new_tokens: int | None = None
-           ) -> SupportReply:
+           mode: str = "hybrid", policy: SafetyPolicy | None = None, max_new_tokens: int | None = None,
+           explain: bool = False) -> SupportReply:
     """Answer a customer message from the knowledge base, or hand it over to a human.
 
     Args:
@@ -107,6 +113,7 @@ def answer(source, index: Index, question: str, k: int = 3, min_confidence: floa
         mode: hybrid | embedding | lexical retrieval.
         policy: safety policy (default: load_policy()).
         max_new_tokens: cap on the reply length (default: the support_reply task's).
+        explain: fill `explanation` (per reply sentence, with offsets, the passage sentences supporting it).
     Returns:
         A SupportReply.
     """
@@ -115,19 +122,21 @@ def answer(source, index: Index, question: str, k: int = 3, min_confidence: floa
     policy = policy or load_policy()
     lang = "zh" if is_chinese(question) else "en"
     gate = policy.check_prompt(question, app="support")
+    explanation = [] if explain else None  # until the model writes a reply there is nothing to explain
     if gate.blocked:
-        return SupportReply(gate.text, safety=[gate.to_dict()])
+        return SupportReply(gate.text, safety=[gate.to_dict()], explanation=explanation)
     hits, confidence = index.search(gate.text, k=k, mode=mode)
     if confidence < min_confidence:
         return SupportReply(HANDOVER[lang], handed_over=True, confidence=confidence, passages=hits,
-                            safety=[gate.to_dict()])
+                            safety=[gate.to_dict()], explanation=explanation)
     params = default_params("support_reply", max_new_tokens)
     text = source.generate([build_record(gate.text, hits, lang)], "support_reply", params)[0][0]
     ids = [h.id for h in hits]
     cited = [i for i in ids if f"[{i}]" in text or re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", text)]
     out = policy.check_output(text, app="support")
     if out.blocked:
-        return SupportReply(out.text, confidence=confidence, passages=hits, safety=[gate.to_dict(), out.to_dict()])
+        return SupportReply(out.text, confidence=confidence, passages=hits, safety=[gate.to_dict(), out.to_dict()],
+                            explanation=explanation)
     if cited:
         sources = ("来源" if lang == "zh" else "Sources") + ": " + ", ".join(f"[{i}]" for i in cited)
     else:
@@ -135,8 +144,13 @@ def answer(source, index: Index, question: str, k: int = 3, min_confidence: floa
     grounding = ground_reply(out.text, hits, lang)
     if cited and grounding["faithfulness"] is not None and grounding["faithfulness"] < 0.5:
         sources += "\n" + UNGROUNDED[lang]
+    if explain:
+        from weaver.eval.explain import explain_spans
+
+        explanation = explain_spans(out.text, {h.id: h.text for h in hits}, lang, key="passage", ignore=CITATION)
     return SupportReply(f"{out.text}\n\n{sources}", cited, False, confidence, hits,
-                        [gate.to_dict(), out.to_dict()], uncited=not cited, grounding=grounding)
+                        [gate.to_dict(), out.to_dict()], uncited=not cited, grounding=grounding,
+                        explanation=explanation)
 
 
 def ground_reply(text: str, hits: list[Hit], lang: str) -> dict:
@@ -148,7 +162,7 @@ def ground_reply(text: str, hits: list[Hit], lang: str) -> dict:
         for sent in split_sentences(h.text, lang):
             owners.append(h.id)
             sentences.append(sent)
-    ex = explain("\n".join(sentences), re.sub(r"\[[\w.-]+\]", "", text), lang=lang, source_sentences=sentences)
+    ex = explain("\n".join(sentences), re.sub(CITATION, "", text), lang=lang, source_sentences=sentences)
     return {"faithfulness": ex.faithfulness, "sentences": [
         {"text": s.text, "supported": s.supported, "score": round(s.score, 4),
          "passage": owners[s.sources[0][0]] if s.sources else None,

@@ -93,6 +93,16 @@ def split_sentences(text: str, lang: str | None = None) -> list[str]:
     return out
 
 
+def sentence_spans(text: str, lang: str | None = None) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the sentences `split_sentences` finds: text[start:end] is one."""
+    spans, pos = [], 0
+    for sent in split_sentences(text, lang):
+        start = text.index(sent, pos)  # every sentence is a stripped slice of the text, in order
+        spans.append((start, start + len(sent)))
+        pos = start + len(sent)
+    return spans
+
+
 @lru_cache(maxsize=1)
 def _stemmer():
     from nltk.stem.porter import PorterStemmer
@@ -218,7 +228,8 @@ def support_matrix(out_sents: list[str], src_sents: list[str], lang: str, embed=
 
 
 def explain(source: str, output: str, lang: str | None = None, threshold: float | None = None,
-            use_embeddings: bool = True, top_k: int = 2, source_sentences: list[str] | None = None) -> Explanation:
+            use_embeddings: bool = True, top_k: int = 2, source_sentences: list[str] | None = None,
+            output_sentences: list[str] | None = None) -> Explanation:
     """Ground every sentence of `output` in the sentences of `source`.
 
     Args:
@@ -229,6 +240,7 @@ def explain(source: str, output: str, lang: str | None = None, threshold: float 
         use_embeddings: use sentence embeddings when the embedding model is installed.
         top_k: how many supporting source sentences to list per output sentence.
         source_sentences: the source already split (e.g. one entry per knowledge-base passage).
+        output_sentences: the output already split (then `output` is not read).
     Returns:
         An Explanation.
     """
@@ -236,7 +248,7 @@ def explain(source: str, output: str, lang: str | None = None, threshold: float 
 
     lang = lang or detect_lang(source + "\n" + output)
     src_sents = source_sentences if source_sentences is not None else split_sentences(source, lang)
-    out_sents = split_sentences(output, lang)
+    out_sents = output_sentences if output_sentences is not None else split_sentences(output, lang)
     embed = _embedder() if use_embeddings else None
     thr = THRESHOLDS[(lang, embed is not None)] if threshold is None else threshold
     lex, cos, out_tok, src_tok = support_matrix(out_sents, src_sents, lang, embed)
@@ -255,3 +267,45 @@ def explain(source: str, output: str, lang: str | None = None, threshold: float 
         result.append(SentenceSupport(sent, score, score >= thr, [(j, float(per_src[j])) for j in order],
                                       missing_entities(sent, source, lang)))
     return Explanation(src_sents, result, lang, thr, embed is not None)
+
+
+def explain_spans(output: str, documents: dict[str, str], lang: str | None = None, key: str = "field",
+                  ignore: str | None = None, threshold: float | None = None, top_k: int = 2,
+                  use_embeddings: bool = True) -> list[dict]:
+    """Each output sentence with character offsets and its supporting source sentences: the API's `explanation`.
+
+    The shape is documented in docs/EXPLAIN.md (the studio highlights sources with it).
+
+    Args:
+        output: the generated text; each entry's start/end index it (output[start:end] == sentence).
+        documents: name -> source text (request fields, or knowledge-base passage id -> passage text); a
+            source's start/end index its own document's text.
+        lang: en | zh (default: detected from documents and output).
+        key: the entry that names a source's document: "field" or "passage".
+        ignore: a regex removed from each output sentence before it is scored (citation marks such as
+            [faq-1] are not claims); a sentence with nothing left is not listed. Offsets index the raw output.
+        threshold, top_k, use_embeddings: as for `explain`.
+    Returns:
+        [{sentence, start, end, supported, score, sources: [{index, <key>, sentence, start, end, score}],
+        unsupported_entities}], one entry per output sentence in order; a source's `index` is its position
+        among all documents' sentences, documents in the given order.
+    """
+    lang = lang or detect_lang("\n".join(documents.values()) + "\n" + output)
+    src, owner = [], []
+    for name, text in documents.items():
+        for start, end in sentence_spans(text, lang):
+            src.append(text[start:end])
+            owner.append((name, start, end))
+    spans = []
+    for start, end in sentence_spans(output, lang):
+        scored = re.sub(ignore, "", output[start:end]).strip() if ignore else output[start:end]
+        if re.search(r"\w", scored):
+            spans.append((start, end, scored))
+    ex = explain("\n".join(documents.values()), "", lang, threshold, use_embeddings, top_k, source_sentences=src,
+                 output_sentences=[s for _, _, s in spans])
+    return [{"sentence": output[start:end], "start": start, "end": end, "supported": bool(sup.supported),
+             "score": round(sup.score, 4),
+             "sources": [{"index": j, key: owner[j][0], "sentence": src[j], "start": owner[j][1], "end": owner[j][2],
+                          "score": round(score, 4)} for j, score in sup.sources],
+             "unsupported_entities": sup.unsupported_entities}
+            for (start, end, _), sup in zip(spans, ex.sentences)]

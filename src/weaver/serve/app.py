@@ -43,6 +43,7 @@ from weaver.serve.errors import (
     install_error_handlers,
     key_dependency,
 )
+from weaver.serve.explanations import TaskResponse, documented, explain_task_response
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
@@ -274,7 +275,8 @@ def _build_router(state: ServerState) -> APIRouter:
 
         return {"object": "list", "data": [fmt.task_info(t) for name, t in TASKS.items() if name != "custom"]}
 
-    @v1.post("/weaver/{task}")
+    @v1.post("/weaver/{task}", responses=documented(TaskResponse, "A chat.completion (explain: true adds each "
+                                                                  "choice's explanation)."))
     async def weaver_task(task: str, body: TaskRequest, request: Request):
         from weaver.data.tasks import TASKS
 
@@ -283,6 +285,8 @@ def _build_router(state: ServerState) -> APIRouter:
             raise APIError(404, f"unknown task {task!r}; tasks: {', '.join(TASKS)}", param="task",
                            code="task_not_found")
         model_id, _ = state.adapter_for(body.model)
+        if body.explain and body.stream:
+            raise APIError(400, "explain needs the whole reply: leave out stream (or set it to false)", param="explain")
 
         def prompts() -> list[str]:
             fields = {k: _request_text(state, v, k) if isinstance(v, str) else v for k, v in body.fields().items()}
@@ -290,8 +294,11 @@ def _build_router(state: ServerState) -> APIRouter:
 
         default_t = 0.0 if body.n == 1 else 0.8
         stop = body.stop_list() or list(TASKS[task].stop)
-        return await _run(state, request, body, prompts, "chat", TASKS[task].max_new_tokens, body.max_tokens,
-                          default_t, stop)
+        response = await _run(state, request, body, prompts, "chat", TASKS[task].max_new_tokens, body.max_tokens,
+                              default_t, stop)
+        if body.explain:
+            return await anyio.to_thread.run_sync(explain_task_response, response, body.fields(), body.lang)
+        return response
 
     return v1
 

@@ -31,6 +31,14 @@ from pydantic import BaseModel, Field
 from weaver.apps.support import MIN_CONFIDENCE
 from weaver.errors import WeaverError
 from weaver.serve.errors import APIError, key_dependency
+from weaver.serve.explanations import (
+    EXPLAIN_DESCRIPTION,
+    AdcopyResponse,
+    NewsroomResponse,
+    SupportResponse,
+    adcopy_documents,
+    documented,
+)
 
 MAX_ARTICLES = 32
 ARTICLE_WORKERS = 4
@@ -49,6 +57,7 @@ class NewsroomRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     lang: Literal["en", "zh"] = "en"
     max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    explain: bool = Field(False, description=EXPLAIN_DESCRIPTION)
 
 
 class AdcopyRequest(BaseModel):
@@ -62,6 +71,7 @@ class AdcopyRequest(BaseModel):
     n: int = Field(5, ge=1, le=10)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    explain: bool = Field(False, description=EXPLAIN_DESCRIPTION)
 
 
 class SupportRequest(BaseModel):
@@ -70,12 +80,14 @@ class SupportRequest(BaseModel):
     min_confidence: float = Field(MIN_CONFIDENCE, ge=-1.0, le=1.0, description="Below it the reply is handed over.")
     mode: str = Field("hybrid", pattern="^(hybrid|embedding|lexical)$")
     max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    explain: bool = Field(False, description=EXPLAIN_DESCRIPTION)
 
 
 def apps_router(state) -> APIRouter:
     """POST /v1/weaver/apps/newsroom and /v1/weaver/apps/adcopy for a weaver.serve.app.ServerState."""
     from weaver.apps.adcopy import W_KEYWORDS, W_LENGTH, W_LIKELIHOOD, AdRequest, candidates_json, generate_adcopy
     from weaver.apps.newsroom import Article, process_article
+    from weaver.eval.explain import explain_spans
     from weaver.safety import permissive_policy
     from weaver.serve.source import ServedSource
 
@@ -105,8 +117,12 @@ def apps_router(state) -> APIRouter:
             results = list(pool.map(one, articles))
         done = [r for r in results if "error" not in r]
         failed = [r for r in results if "error" in r]
+        sent = dict(zip(ids, req.articles))
         for r in done:
             r.pop("source", None)
+            if req.explain:
+                docs = {"title": sent[r["id"]].title, "text": sent[r["id"]].text}
+                r["explanation"] = explain_spans(r["summary"], {k: v for k, v in docs.items() if v}, req.lang)
         return {"object": "weaver.newsroom", "model": model_id, "articles": done, "failed": failed}
 
     def adcopy(req: AdcopyRequest) -> dict:
@@ -120,7 +136,12 @@ def apps_router(state) -> APIRouter:
         except WeaverError as exc:
             raise APIError(400, str(exc), code="invalid_request") from None
         weights = {"likelihood": W_LIKELIHOOD, "keyword_coverage": W_KEYWORDS, "length_fit": W_LENGTH}
-        return {"object": "weaver.adcopy", "model": model_id, "candidates": candidates_json(cands),
+        out = candidates_json(cands)
+        if req.explain:
+            docs = adcopy_documents(req.product, req.audience, req.tone, req.attributes, req.keywords)
+            for cand in out:
+                cand["explanation"] = explain_spans(cand["text"], docs, req.lang)
+        return {"object": "weaver.adcopy", "model": model_id, "candidates": out,
                 "score": {"weights": weights, "likelihood": source.supports_loglik}}
 
     async def newsroom_route(req: NewsroomRequest) -> dict:
@@ -129,8 +150,10 @@ def apps_router(state) -> APIRouter:
     async def adcopy_route(req: AdcopyRequest) -> dict:
         return await anyio.to_thread.run_sync(adcopy, req)
 
-    router.post("/newsroom")(newsroom_route)
-    router.post("/adcopy")(adcopy_route)
+    news_doc = "Per article: summary, headline, alternatives (with explain: true, the summary's explanation)."
+    ad_doc = "Ranked candidates (with explain: true, each candidate's explanation)."
+    router.post("/newsroom", responses=documented(NewsroomResponse, news_doc))(newsroom_route)
+    router.post("/adcopy", responses=documented(AdcopyResponse, ad_doc))(adcopy_route)
     return router
 
 
@@ -155,11 +178,12 @@ def support_router(index_path: str, source_factory, policy=None) -> APIRouter:
         if not state:
             state.update(index=Index(index_path), source=source_factory(), policy=policy or load_policy())
         reply = answer(state["source"], state["index"], req.question, req.k, req.min_confidence, req.mode,
-                       state["policy"], req.max_new_tokens)
+                       state["policy"], req.max_new_tokens, req.explain)
         return reply.to_dict()
 
     async def support(req: SupportRequest) -> dict:
         return await anyio.to_thread.run_sync(_run, req)
 
-    router.post("/v1/weaver/support")(support)
+    router.post("/v1/weaver/support", responses=documented(SupportResponse, "The reply with its citations, grounding "
+                                                           "and (with explain: true) explanation."))(support)
     return router

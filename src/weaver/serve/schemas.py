@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from weaver.serve.explanations import EXPLAIN_DESCRIPTION
+
 MAX_TOKENS_LIMIT = 1_000_000  # the real bound is the model's context window, checked per request
 UNSUPPORTED = {  # OpenAI parameter -> (the value that asks for nothing, what the server does not do)
     "logprobs": (False, "replies carry no token log-probabilities"),
@@ -130,6 +132,7 @@ class TaskRequest(SamplingRequest):
     model_config = ConfigDict(extra="allow")
 
     lang: Literal["en", "zh"] | None = None
+    explain: bool = Field(False, description=EXPLAIN_DESCRIPTION)
 
     def fields(self) -> dict[str, object]:
         return dict(self.model_extra or {})
