@@ -162,6 +162,17 @@ def test_dpo_early_stops_on_reward_accuracy(tiny_model_dir, tmp_path):
     assert facts["stop_reason"] == "early_stopping" and facts["steps"] == 2
 
 
+def test_dpo_time_budget_and_tensorboard(tiny_model_dir, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", 40)
+    run = _dpo(tiny_model_dir, data, tmp_path / "run", max_minutes=0.0001, max_steps=50, logging="[tensorboard]")
+    facts = json.loads((run / "run.json").read_text())
+    assert facts["stop_reason"] == "time_budget" and facts["steps"] == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+    assert {"train_loss", "dev_loss", "reward_accuracy", "reward_margin"} <= set(tags)
+
+
 def test_sft_data_or_pack_with_dpo_is_one_clear_error(tiny_model_dir, tiny_data, tmp_path):
     with pytest.raises(DataError, match=r"train\.jsonl:1: chosen: missing"):
         _dpo(tiny_model_dir, tiny_data, tmp_path / "a")
@@ -217,7 +228,7 @@ def test_dpo_from_an_sft_run_continues_its_adapter_against_it(tiny_model_dir, ti
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("method", ["ia3", "adapter", "prefix", "adalora", "freeze"])
+@pytest.mark.parametrize("method", ["ia3", "adapter", "prefix", "adalora", "freeze", "full"])
 def test_dpo_on_other_methods_moves_only_trainable_weights(tiny_model_dir, tmp_path, method):
     data = write_pairs(tmp_path / "pairs.jsonl", 20)
     extra = {"top_layers": 1} if method == "freeze" else {}
