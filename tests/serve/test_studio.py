@@ -158,16 +158,6 @@ def test_export_gives_pairs_and_sft_our_readers_load(exported, capsys):
     assert json.loads(capsys.readouterr().out)["files"]["train"]["problems"] == []
 
 
-def _data_check_reads_pairs() -> bool:
-    import inspect
-
-    import weaver.data.check
-
-    return "preferences" in inspect.getsource(weaver.data.check)
-
-
-@pytest.mark.xfail(not _data_check_reads_pairs(), strict=True,
-                   reason="`weaver data check` does not detect pairs files yet (weaver.data.preferences reads them)")
 def test_data_check_accepts_the_exported_pairs(exported, capsys):
     from weaver.cli import main
 
