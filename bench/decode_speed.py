@@ -6,13 +6,14 @@
 
 Variants: transformers fp32, bf16, int8 (dynamic), fp32 with 25% of MLP channels pruned, and llama.cpp
 on the model exported to GGUF (f16, q8_0, q4_k_m), run by the xllamacpp wheel.
-Two speed figures per variant, both single-stream:
-- engine tok/s: one fixed prompt (the first test dialogue), exactly --tokens new tokens (EOS suppressed),
-  prompt processing included, median of --repeats; transformers `generate` / raw xllamacpp `handle_completions`.
-- weaver tok/s: new tokens / generation seconds over the ROUGE pass, through weaver's own generation
-  path (`Generator` or the `llamacpp` backend), greedy, repetition penalty 1.1, 48 new tokens.
-For llama.cpp the ROUGE pass is also run on raw xllamacpp with the same settings, giving the
-"weaver served vs llama.cpp" ratio on the same weights. Results go to bench/RESULTS.md (section decode_speed).
+Speed figures per variant, all single-stream (one prompt at a time, one llama.cpp slot):
+- engine tok/s, short and long prompt: exactly --tokens new tokens (EOS suppressed) after a short prompt
+  (a one-line headline request, ~30 tokens) and after the first test dialogue (~300 tokens), prompt
+  processing included, median of --repeats; transformers `generate` / raw xllamacpp `handle_completions`.
+- weaver tok/s: new tokens / generation seconds over the ROUGE pass (the dialogsum prompts), through
+  weaver's own path (`Generator` on the transformers or llama.cpp backend), greedy, repetition penalty 1.1.
+For llama.cpp the ROUGE pass is also sent to raw xllamacpp with the same settings, giving the
+"weaver / llama.cpp" ratio on the same weights (our overhead). Results: bench/RESULTS.md, section decode_speed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ sys.path.insert(0, str(BENCH))
 DATA = ROOT.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
 HF_VARIANTS = ("hf-fp32", "hf-bf16", "hf-int8", "hf-prune25")
 GGUF_VARIANTS = ("llamacpp-f16", "llamacpp-q8_0", "llamacpp-q4_k_m")
+DEFAULT_VARIANTS = ("hf-fp32", "llamacpp-q8_0", "llamacpp-q4_k_m")
+SHORT_PROMPT = [{"role": "user", "content": "Write a headline for this news: the city council approved a new bike "
+                                            "lane on Main Street after a two-year debate."}]
 
 
 def default_model() -> str:
@@ -67,6 +71,7 @@ def hf_variant(spec: str, name: str):
 
 
 def hf_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
+    """tok/s of transformers `generate` for exactly `tokens` greedy new tokens (no weaver code in the loop)."""
     import torch
 
     ids = gen.tok(prompt, add_special_tokens=False, return_tensors="pt")
@@ -82,7 +87,8 @@ def hf_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
 
 
 def llama_engine_speed(gen, prompt: str, tokens: int, repeats: int) -> float:
-    """tok/s of raw xllamacpp (gen.server, llama-server in-process) for exactly `tokens` greedy new tokens."""
+    """tok/s of raw xllamacpp (llama-server in-process) for exactly `tokens` greedy new tokens."""
+    gen = gen.backend
     body = {"prompt": gen.encode(prompt), "max_tokens": tokens, "temperature": 0.0, "top_k": 0, "min_p": 0.0,
             "repeat_penalty": 1.0, "ignore_eos": True, "cache_prompt": False}  # the prompt is processed every time
     times = []
@@ -98,7 +104,7 @@ def rouge_pass(gen, prompts, refs, max_new: int):
     from weaver.eval.metrics import rouge
     from weaver.generate.sampling import SamplingParams
 
-    gen.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0}
+    gen.stats.update(prompts=0, new_tokens=0, seconds=0.0)
     params = SamplingParams(max_new_tokens=max_new, temperature=0.0, repetition_penalty=1.1)
     outs = gen.generate(prompts, params)
     preds = [o[0].text for o in outs]
@@ -109,14 +115,12 @@ def rouge_pass(gen, prompts, refs, max_new: int):
 
 def raw_llama_pass(gen, prompts, max_new: int) -> float:
     """tok/s of raw xllamacpp on the same prompts and settings (the "llama.cpp" baseline): the same requests
-    sent straight to llama-server, as many at a time as weaver's backend sends (its n_parallel slots)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    sent straight to llama-server one at a time, as weaver's single-stream pass sends them."""
+    gen = gen.backend
     bodies = [{"prompt": gen.encode(p), "max_tokens": max_new, "temperature": 0.0, "top_k": 0, "min_p": 0.0,
                "repeat_penalty": 1.1, "repeat_last_n": gen.n_ctx} for p in prompts]
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=gen.n_parallel) as pool:
-        outs = list(pool.map(gen.server.handle_completions, bodies))
+    outs = [gen.server.handle_completions(body) for body in bodies]
     secs = time.perf_counter() - t0
     # llama.cpp counts a reply's end-of-generation token; weaver's figure does not, so neither does this one
     n_tok = sum(o["usage"]["completion_tokens"] - (o["choices"][0]["finish_reason"] == "stop") for o in outs)
@@ -124,19 +128,27 @@ def raw_llama_pass(gen, prompts, max_new: int) -> float:
 
 
 def run_variant(name: str, args, prompts, refs) -> dict:
+    from weaver.data.chat import render_messages
+    from weaver.generate.engine import Generator
+
     t0 = time.perf_counter()
     if name.startswith("hf-"):
-        gen, _ = hf_variant(args.model, name)
-        engine = hf_engine_speed(gen, prompts[0], args.tokens, args.repeats)
+        gen, tok = hf_variant(args.model, name)
+        speed = hf_engine_speed
     else:
-        from weaver.generate.llamacpp import LlamaCppGenerator, gguf_for
+        from weaver.generate.llamacpp import LlamaCppBackend, gguf_for
+        from weaver.models.loading import load_tokenizer
 
         path = gguf_for(args.model, name.split("-", 1)[1])
-        gen = LlamaCppGenerator(path, n_ctx=2048, n_threads=args.threads)
-        engine = llama_engine_speed(gen, prompts[0], args.tokens, args.repeats)
+        gen = Generator(LlamaCppBackend.from_gguf(path, n_ctx=2048, n_threads=args.threads, n_parallel=1),
+                        batch_size=1)
+        tok, speed = load_tokenizer(args.model), llama_engine_speed
+    short = render_messages(tok, SHORT_PROMPT)
+    row = {"variant": name, "engine_short_tps": speed(gen, short, args.tokens, args.repeats),
+           "engine_tps": speed(gen, prompts[0], args.tokens, args.repeats),
+           "prompt_tokens": [len(tok(p, add_special_tokens=False)["input_ids"]) for p in (short, prompts[0])]}
     rouge_l, weaver_tps, preds = rouge_pass(gen, prompts, refs, args.max_new_tokens)
-    row = {"variant": name, "engine_tps": engine, "weaver_tps": weaver_tps, "rougeL": rouge_l,
-           "first_pred": preds[0][:120]}
+    row.update(weaver_tps=weaver_tps, rougeL=rouge_l, first_pred=preds[0][:120])
     if name.startswith("llamacpp-"):
         row["raw_llama_tps"] = raw_llama_pass(gen, prompts, args.max_new_tokens)
         row["gguf_mib"] = path.stat().st_size / 2**20
@@ -152,7 +164,8 @@ def _ratio(a: float | None, b: float | None, fmt: str = "{:.2f}x") -> str:
 def _cells(r: dict, base: dict | None) -> list[str]:
     raw = r.get("raw_llama_tps")
     return [
-        r["variant"], f"{r['engine_tps']:.1f}", _ratio(r["engine_tps"], base and base["engine_tps"]),
+        r["variant"], f"{r['engine_short_tps']:.1f}", _ratio(r["engine_short_tps"], base and base["engine_short_tps"]),
+        f"{r['engine_tps']:.1f}", _ratio(r["engine_tps"], base and base["engine_tps"]),
         f"{r['weaver_tps']:.1f}", _ratio(r["weaver_tps"], base and base["weaver_tps"]),
         f"{raw:.1f}" if raw else "—", _ratio(r["weaver_tps"], raw), f"{r['rougeL']:.2f}",
         f"{r['rougeL'] - base['rougeL']:+.2f}" if base else "—",
@@ -167,13 +180,16 @@ def markdown(rows: list[dict], args, command: str) -> str:
         f"Command: `{command}`  ",
         f"Model: `{args.model}`{' (tiny random model: speeds and ROUGE mean nothing)' if args.smoke else ''}; "
         f"{len(rows) and args.items} dialogsum test items; greedy, repetition penalty 1.1, "
-        f"{args.max_new_tokens} new tokens for ROUGE; engine speed = {args.tokens} forced tokens on one prompt.  ",
+        f"{args.max_new_tokens} new tokens for ROUGE; engine speed = {args.tokens} forced tokens after the short "
+        f"({rows[0]['prompt_tokens'][0] if rows else '?'} tokens) and the long "
+        f"({rows[0]['prompt_tokens'][1] if rows else '?'} tokens) prompt; everything single-stream; "
+        f"threads: {args.threads or 'all'}.  ",
         f"Load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (the benchmark itself keeps "
         "the cores busy; above ~2.5 on 2 cores other work was running too): read the ratios within this run.",
         "",
-        "| variant | engine tok/s | x fp32 | weaver tok/s | x fp32 | raw llama.cpp tok/s | weaver / llama.cpp "
-        "| ROUGE-L | ΔROUGE-L vs fp32 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | engine tok/s short | x fp32 | engine tok/s long | x fp32 | weaver tok/s | x fp32 "
+        "| raw llama.cpp tok/s | weaver / llama.cpp | ROUGE-L | ΔROUGE-L vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append("| " + " | ".join(_cells(r, base)) + " |")
@@ -188,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48, help="new tokens per ROUGE item")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and llama.cpp (default: all)")
-    ap.add_argument("--variants", default=",".join(HF_VARIANTS + GGUF_VARIANTS))
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"comma-separated, of {', '.join(HF_VARIANTS + GGUF_VARIANTS)}")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 items, few tokens (< 1 min)")
     args = ap.parse_args(argv)
     command = " ".join([".venv/bin/python bench/decode_speed.py", *(sys.argv[1:] if argv is None else argv)])

@@ -299,3 +299,22 @@ def test_lora_gguf_on_the_base_equals_the_merged_model(tiny_run, tiny_model_dir,
     assert token_ids(plain) != token_ids(want)  # ... and without the adapter it does not (the LoRA matters)
     with pytest.raises(WeaverError, match="not loaded"):
         gen.request(ids, params, None, 12, adapter="ads")
+
+
+def test_apps_run_on_the_llamacpp_backend(tiny_run):
+    from weaver.apps.adcopy import AdRequest, generate_adcopy
+    from weaver.apps.source import default_params, open_source
+    from weaver.data.records import Record
+    from weaver.generate.llamacpp import gguf_for
+    from weaver.safety import load_policy
+
+    source = open_source(str(tiny_run), backend="llamacpp", gguf_quant="f16")
+    assert not source.supports_loglik  # llama.cpp gives no log-probabilities of whole texts: ranked without them
+    record = Record("a", "", "The council approved a new bike lane on Main Street.", "")
+    params = default_params("headline", max_new_tokens=8, repetition_penalty=1.0)
+    [[text]] = source.generate([record], "headline", params)
+    direct = _llama(gguf_for(str(tiny_run), "f16"), n_ctx=512, n_threads=1)
+    [[want]] = direct.generate([source.prompt(record, "headline")], params)
+    assert text == want.text  # the app's prompt, decoded by the llama.cpp backend on the run's export
+    cands = generate_adcopy(source, AdRequest(product="bike lights"), n=2, policy=load_policy(audit_log="off"))
+    assert len(cands) == 2 and all(c.likelihood == 0.0 for c in cands)  # the score is keywords and length only

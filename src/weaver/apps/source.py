@@ -20,7 +20,6 @@ from weaver.config import DataConfig, load_config
 from weaver.data.records import Record
 from weaver.data.tasks import build_messages, get_task, render_prompt
 from weaver.errors import WeaverError
-from weaver.generate.engine import Generator
 from weaver.generate.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -54,18 +53,22 @@ def default_params(task: str, max_new_tokens: int | None = None, **overrides) ->
 
 
 class LocalSource:
-    """An in-process model driven by weaver.generate.engine.Generator."""
+    """An in-process model driven by weaver.generate.engine.Generator on either decoding backend.
 
-    supports_loglik = True
+    Ad-copy ranking's likelihood term needs the model's log-probabilities of whole texts, which only the
+    transformers backend gives (`supports_loglik`); on llama.cpp candidates are ranked without it.
+    """
 
-    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8):
-        from weaver.models.loading import load_model, resolve
+    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8, backend: str = "transformers",
+                 gguf_quant: str = "q8_0"):
+        from weaver.generate.engine import load_generator
+        from weaver.models.loading import resolve
 
         self.spec = spec
         self.lang = lang
         self.run_dir = resolve(spec).run_dir
-        model, tok = load_model(spec, merge=True)
-        self.generator = Generator(model, tok, batch_size=batch_size)
+        self.generator, _, model = load_generator(spec, backend, gguf_quant=gguf_quant, batch_size=batch_size)
+        self.supports_loglik = model is not None
 
     @property
     def tokenizer(self):
@@ -144,8 +147,8 @@ class ServerSource:
 
 
 def open_source(model: str | None = None, server: str | None = None, server_model: str | None = None,
-                 lang: str = "en", batch_size: int = 8):
-    """A LocalSource for --model, or an ServerSource for --server/--server-model.
+                lang: str = "en", batch_size: int = 8, backend: str = "transformers", gguf_quant: str = "q8_0"):
+    """A LocalSource for --model (on --backend), or a ServerSource for --server/--server-model.
 
     Raises:
         WeaverError: neither or both given, or --server without --server-model.
@@ -156,4 +159,5 @@ def open_source(model: str | None = None, server: str | None = None, server_mode
         return ServerSource(server, server_model, lang=lang)
     from weaver.models.catalog import DEFAULT_MODEL
 
-    return LocalSource(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size)
+    return LocalSource(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size, backend=backend,
+                       gguf_quant=gguf_quant)

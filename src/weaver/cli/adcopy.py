@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from weaver.cli.newsroom import add_backend_arguments
+from weaver.cli.newsroom import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_backend_arguments(p)
+    add_source_arguments(p)
     p.add_argument("--product", default="", help="what is advertised")
     p.add_argument("--audience", default="", help="who it is for")
     p.add_argument("--tone", default="", help="e.g. playful, premium, warm")
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
                     args.attributes, args.lang)
     build_record(req)  # fail on a bad request before loading a model
     policy = load_policy(args.safety)
-    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
-    cands = generate_adcopy(backend, req, args.n, args.seed, policy, args.max_new_tokens)
+    source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
+                         gguf_quant=args.gguf_quant)
+    cands = generate_adcopy(source, req, args.n, args.seed, policy, args.max_new_tokens)
     if args.json:
         print(json.dumps(candidates_json(cands), ensure_ascii=False, indent=2))
         return 0

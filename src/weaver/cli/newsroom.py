@@ -14,9 +14,15 @@ import sys
 from weaver.models.catalog import DEFAULT_MODEL
 
 
-def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """--model / --server / --server-model / --lang / --safety, shared by the app verbs."""
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the app's text comes from (--model + --backend, or --server), --lang and --safety: every app verb."""
+    from weaver.generate.engine import BACKENDS
+
     p.add_argument("--model", default=DEFAULT_MODEL, help="catalog name, HF folder, .gguf file or tuned run")
+    p.add_argument("--backend", default="transformers", choices=list(BACKENDS),
+                   help="decoding backend for --model (llamacpp: llama.cpp on a GGUF export, made once and cached)")
+    p.add_argument("--gguf-quant", default="q8_0", choices=["f16", "q8_0", "q4_k_m"],
+                   help="with --backend llamacpp: the quantisation of the export (a .gguf or catalog model: as is)")
     p.add_argument("--server", default=None, help="use a served model instead: base URL of `weaver serve`")
     p.add_argument("--server-model", default=None, help="with --server: the model id to call")
     p.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the task instructions")
@@ -24,7 +30,7 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_backend_arguments(p)
+    add_source_arguments(p)
     p.add_argument("--in", dest="in_path", required=True, help="folder of .txt/.md articles or a .jsonl file")
     p.add_argument("--out", required=True, help="output folder: articles/<id>.json, digest.md, digest.html")
     p.add_argument("--n-headlines", type=int, default=3, help="alternative headlines per article (default 3)")
@@ -44,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         raise WeaverError("--n-headlines must be 0 or more")
     read_articles(args.in_path)  # fail on a bad --in before loading a model
     policy = load_policy(args.safety)
-    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
-    result = run_newsroom(backend, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
+    source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
+                         gguf_quant=args.gguf_quant)
+    result = run_newsroom(source, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, grounding=not args.no_grounding)
     print(f"{len(result.done)} articles written, {len(result.skipped)} already done, {len(result.failed)} failed "
           f"-> {result.out_dir / 'digest.md'}, {result.out_dir / 'digest.html'}")

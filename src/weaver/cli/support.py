@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from weaver.cli.newsroom import add_backend_arguments
+from weaver.cli.newsroom import add_source_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     idx.add_argument("--kb", required=True, help="FAQ .jsonl/.csv (question, answer, id) or .txt/.md docs, or a folder")
     idx.add_argument("--out", required=True, help="the index file (SQLite), e.g. kb.sqlite")
     ask = sub.add_parser("ask", help="answer a customer message from the knowledge base (or hand over)")
-    add_backend_arguments(ask)
+    add_source_arguments(ask)
     ask.add_argument("question", help="the customer's message")
     ask.add_argument("--index", required=True, help="index file built by `weaver support index`")
     ask.add_argument("--k", type=int, default=3, help="passages retrieved into the prompt (default 3)")
@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         raise WeaverError("--k must be at least 1")
     index = Index(args.index)
     policy = load_policy(args.safety)
-    backend = open_source(args.model, args.server, args.server_model, lang=args.lang)
+    source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
+                         gguf_quant=args.gguf_quant)
     threshold = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
-    reply = answer(backend, index, args.question, args.k, threshold, args.mode, policy, args.max_new_tokens)
+    reply = answer(source, index, args.question, args.k, threshold, args.mode, policy, args.max_new_tokens)
     if args.json:
         print(json.dumps(reply.to_dict(), ensure_ascii=False, indent=2))
         return 0
