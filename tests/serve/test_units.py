@@ -136,3 +136,25 @@ def test_tiny_temperatures_decode_greedily():
         assert BatchParams(temperature=t).temperature == 0.0 == SamplingParams(temperature=t).temperature
     assert BatchParams(temperature=GREEDY_BELOW).temperature == GREEDY_BELOW
     assert SamplingParams(temperature=0.7).temperature == 0.7
+
+
+def test_serve_flags_are_derived_from_serve_settings():
+    import argparse
+    import dataclasses
+
+    from weaver.cli.serve import add_arguments, flag_for, settings_from_args
+    from weaver.serve.settings import ServeSettings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    assert {flag_for(f.name) for f in dataclasses.fields(ServeSettings)} <= flags  # every field has its flag
+    assert settings_from_args(parser.parse_args([])) == ServeSettings()  # and the flags' defaults are the settings'
+    got = settings_from_args(parser.parse_args(
+        ["--max-n", "3", "--no-safety", "--log-prompts", "--adapter", "news=runs/a", "--cors-origin", "http://x",
+         "--request-timeout", "9.5", "--repetition-penalty", "1.3", "--backend", "llamacpp"]))
+    assert (got.max_n, got.safety, got.log_prompts, got.adapters, got.cors_origins) == (
+        3, False, True, {"news": "runs/a"}, ["http://x"])
+    assert (got.request_timeout_s, got.repetition_penalty, got.backend) == (9.5, 1.3, "llamacpp")
+    help_text = parser.format_help()
+    assert "Largest `n` (candidates per prompt)" in help_text  # help comes from the field's docstring

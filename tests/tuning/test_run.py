@@ -64,7 +64,7 @@ def test_time_budget_stops_and_best_loads(tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    from weaver.tuning import engine
+    from weaver.tuning import step as engine
 
     real, calls = engine.CausalLMLoss.forward, {"n": 0}
 

@@ -14,37 +14,65 @@ import argparse
 import logging
 
 from weaver.errors import ConfigError
-from weaver.models.catalog import DEFAULT_MODEL
+
+# ServeSettings field -> its flag, where the flag is not `--field-name`; every field is a flag (tests check it),
+# its default and help come from ServeSettings itself, so the CLI and the settings cannot drift apart.
+FLAG_NAMES = {"adapters": "--adapter", "cors_origins": "--cors-origin", "safety": "--no-safety",
+              "request_timeout_s": "--request-timeout", "read_timeout_s": "--read-timeout"}
+CHOICES = {"dtype": ["auto", "float32", "bfloat16"]}
+METAVARS = {"adapters": "NAME=RUN", "cors_origins": "ORIGIN", "safety_policy": "PATH", "support_index": "PATH",
+            "studio_db": "PATH"}
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of a ServeSettings field."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="catalog name, HF folder, .gguf file or tuned run")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN",
-                   help="serve another tuned run on the same base under model id NAME (repeatable)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 requests")
-    p.add_argument("--max-batch", type=int, default=8, help="most sequences generated together")
-    p.add_argument("--max-queue", type=int, default=64, help="most waiting requests before answering 429")
-    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (queue + generation)")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
-    p.add_argument("--read-timeout", type=float, default=20.0,
-                   help="seconds a client has to send a request's headers, and again its body (408 beyond)")
-    p.add_argument("--backend", default="transformers", help="model execution backend")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser calls from this origin (repeatable; default: CORS closed)")
-    p.add_argument("--log-prompts", action="store_true", help="log prompt texts (off by default)")
-    p.add_argument("--no-safety", action="store_true",
-                   help="do not apply the safety policy (blocklists, PII redaction) to requests and replies")
-    p.add_argument("--safety-policy", default=None, metavar="PATH",
-                   help="safety policy YAML (default: $WEAVER_SAFETY, else the packaged policy)")
-    p.add_argument("--support-index", default=None, metavar="PATH",
-                   help="serve POST /v1/weaver/support from this index (built by `weaver support index`)")
-    p.add_argument("--studio-db", default=None, metavar="PATH",
-                   help="SQLite file where the page keeps every request, draft, choice and edit, for `weaver "
-                        "feedback export` (default: $WEAVER_HOME/studio.sqlite; 'none' keeps nothing)")
+    """One flag per ServeSettings field: default from the dataclass, help from the field's docstring."""
+    import dataclasses
+    import typing
+
+    from weaver.generate.engine import BACKENDS
+    from weaver.serve.settings import ServeSettings, field_docs
+
+    defaults, docs = ServeSettings(), field_docs(ServeSettings)
+    hints = typing.get_type_hints(ServeSettings)
+    for f in dataclasses.fields(ServeSettings):
+        kw: dict = {"dest": f.name, "help": docs.get(f.name, "")}
+        if f.name in METAVARS:
+            kw["metavar"] = METAVARS[f.name]
+        default, hint = getattr(defaults, f.name), hints[f.name]
+        if isinstance(default, bool):  # a switch: --log-prompts turns on, --no-safety turns off
+            kw.update(action="store_false" if default else "store_true", default=default)
+        elif isinstance(default, (list, dict)):
+            kw.update(action="append", default=[])
+        else:
+            base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+            kw.update(type=base if base in (int, float) else str, default=default)
+            if f.name == "backend":
+                kw["choices"] = list(BACKENDS)
+            elif f.name in CHOICES:
+                kw["choices"] = CHOICES[f.name]
+            else:
+                kw.setdefault("metavar", flag_for(f.name)[2:].upper().replace("-", "_"))
+        p.add_argument(flag_for(f.name), **kw)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The ServeSettings the parsed flags describe.
+
+    Raises:
+        ConfigError: a bad --adapter or a value ServeSettings refuses.
+    """
+    import dataclasses
+
+    from weaver.serve.settings import ServeSettings
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)}
+    values["adapters"] = parse_adapters(values["adapters"])
+    return ServeSettings(**values)
 
 
 def parse_adapters(values: list[str]) -> dict[str, str]:
@@ -70,17 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from weaver.generate.engine import make_backend
     from weaver.serve.app import create_app
     from weaver.serve.protocol import uvicorn_options
-    from weaver.serve.settings import ServeSettings
 
-    settings = ServeSettings(
-        model=args.model, adapters=parse_adapters(args.adapter), host=args.host, port=args.port,
-        api_key=args.api_key, backend=args.backend, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
-        max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_body_bytes=args.max_body_bytes,
-        read_timeout_s=args.read_timeout,
-        cors_origins=list(args.cors_origin), log_prompts=args.log_prompts, safety=not args.no_safety,
-        safety_policy=args.safety_policy, support_index=args.support_index,
-        studio_db=args.studio_db,
-    )
+    settings = settings_from_args(args)
     backend = make_backend(settings)
     backend.plan()
     if args.log_prompts:

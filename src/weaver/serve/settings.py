@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 from dataclasses import dataclass, field
 
 from weaver.errors import ConfigError
@@ -82,3 +84,14 @@ class ServeSettings:
         for name in self.adapters:
             if not name or any(c.isspace() for c in name):
                 raise ConfigError(f"--adapter name {name!r} must be a non-empty word (NAME=RUN)")
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each field's docstring (the string literal under it) of a dataclass, read from its source: `--help` texts."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
