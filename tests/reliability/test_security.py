@@ -255,8 +255,8 @@ def test_cors_is_closed_by_default_and_opens_only_for_listed_origins(tiny_model_
 
 
 def test_default_bind_is_loopback(monkeypatch):
-    from weaver.generate import transformers_backend as backend_mod
     from weaver.cli import serve as serve_cli
+    from weaver.generate import transformers_backend as backend_mod
 
     assert ServeSettings().host == "127.0.0.1"
     parser = argparse.ArgumentParser()
