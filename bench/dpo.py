@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run import SHARED_NOTE, write_section  # noqa: E402
 
 PRESET = ROOT / "configs" / "dialogsum-smollm2.yaml"
+DEFAULTS = {"sft_minutes": 5.0, "pairs": 160, "dev_pairs": 32, "held": 100, "limit": 100, "sft_run": None}
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
 
 
@@ -123,6 +124,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="DPO learning rate (SFT: the preset's 3e-4)")
     p.add_argument("--epochs", type=float, default=3.0, help="DPO epochs over the pairs (the budget stops first)")
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--sft-run", default=None, help="reuse this finished SFT run of the preset instead of tuning one")
     a = p.parse_args()
     a.dpo_minutes = min(a.dpo_minutes or a.sft_minutes, a.sft_minutes)
     if a.smoke:
@@ -131,14 +133,20 @@ def main() -> None:
         sys.exit(f"bench/dpo.py needs dialogsum in {DIALOGSUM} (see ../shared/data/README)")
     t0 = time.time()
     load0 = os.getloadavg()[0]
-    shutil.rmtree(WORK / "sft", ignore_errors=True)
     shutil.rmtree(WORK / "dpo", ignore_errors=True)
     from weaver.config import load_config
     from weaver.eval.runner import evaluate
     from weaver.tuning.run import tune
 
-    sft_cfg = load_config(PRESET, flags(sft_overrides(a)))
-    sft_run = tune(sft_cfg)
+    if a.sft_run:
+        sft_run = Path(a.sft_run)
+        sft_cfg = load_config(sft_run / "config.yaml")
+        a.sft_minutes = sft_cfg.train.max_minutes or a.sft_minutes
+        a.dpo_minutes = min(a.dpo_minutes, a.sft_minutes)
+    else:
+        shutil.rmtree(WORK / "sft", ignore_errors=True)
+        sft_cfg = load_config(PRESET, flags(sft_overrides(a)))
+        sft_run = tune(sft_cfg)
     files = make_pair_files(sft_run, sft_cfg, a)
     dpo_run = tune(load_config(PRESET, flags(dpo_overrides(a, sft_run, files))))
     eval_cfg = load_config(dpo_run / "config.yaml", flags({
@@ -157,8 +165,11 @@ def write(a, sft_run: Path, dpo_run: Path, files: dict, report, wall: float, loa
     pa, ra = pairs["preference_accuracy"], pairs["reward_accuracy"]
     rl = report.metrics.get("rougeL", {})
     command = "nice -n 10 .venv/bin/python bench/dpo.py" + (" --smoke" if a.smoke else "")
-    if not a.smoke and a.sft_minutes != 5.0:
-        command += f" --sft-minutes {a.sft_minutes:g}"
+    for name in ("sft_minutes", "pairs", "dev_pairs", "held", "limit", "sft_run"):
+        value, default = getattr(a, name), DEFAULTS[name]
+        if not a.smoke and value != default:
+            command += f" --{name.replace('_', '-')} {value:g}" if isinstance(value, float) else \
+                f" --{name.replace('_', '-')} {value}"
     made = ", ".join(f"{k} {v['pairs']} of {v['records']} ({v['skipped_same'] + v['skipped_empty']} skipped, "
                      f"{v['seconds']:.0f} s)" for k, v in files.items())
     md = f"""## DPO after SFT (`dpo.py`): dialogsum, SmolLM2-135M, strategy-(a) pairs

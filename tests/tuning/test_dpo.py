@@ -174,9 +174,17 @@ def test_dpo_time_budget_and_tensorboard(tiny_model_dir, tmp_path):
 
 
 def test_sft_data_or_pack_with_dpo_is_one_clear_error(tiny_model_dir, tiny_data, tmp_path):
-    with pytest.raises(DataError, match=r"train\.jsonl:1: chosen: missing"):
+    with pytest.raises(ConfigError, match=r"--data.train .*train\.jsonl holds records without chosen and rejected "
+                       r"replies, but train.objective dpo trains on preference pairs: make pairs from it"):
         _dpo(tiny_model_dir, tiny_data, tmp_path / "a")
     data = write_pairs(tmp_path / "pairs.jsonl", 20)
+    with pytest.raises(ConfigError, match=r"--data.dev .* or --data.dev none to carve dev pairs"):
+        tune(load_config(None, tiny_overrides(tiny_model_dir, data, tmp_path / "d", objective="dpo")
+                         + ["--data.dev", str(tiny_data)]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(data.read_text() + json.dumps({"input": "x", "chosen": "a", "rejected": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:21: rejected: is the same text as chosen"):
+        _dpo(tiny_model_dir, bad, tmp_path / "e")
     with pytest.raises(ConfigError, match="data.pack does not work with train.objective dpo"):
         tune(load_config(None, tiny_overrides(tiny_model_dir, data, tmp_path / "b", objective="dpo")
                          + ["--data.pack", "true"]))

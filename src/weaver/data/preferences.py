@@ -256,6 +256,12 @@ def load_pair_splits(data_cfg: DataConfig, tokenizer=None) -> PairSplits:
     """
     if not data_cfg.train:
         raise ConfigError("no training pairs: set --data.train FILE (a preference-pairs file)")
+    for flag, path in (("train", data_cfg.train), ("dev", data_cfg.dev)):
+        if path and not is_pairs_file(path):
+            fix = ("make pairs from it with `weaver data pairs`, or set --train.objective sft" if flag == "train" else
+                   "pass a pairs file, or --data.dev none to carve dev pairs from --data.train")
+            raise ConfigError(f"--data.{flag} {path} holds records without chosen and rejected replies, but "
+                              f"train.objective dpo trains on preference pairs: {fix}")
     train = _read(data_cfg.train, data_cfg, tokenizer)
     dev = _read(data_cfg.dev, data_cfg, tokenizer) if data_cfg.dev else None
     test = None
