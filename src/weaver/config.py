@@ -34,6 +34,10 @@ OBJECTIVES = ("sft", "dpo")
 """train.objective values: what the loop minimises (weaver.tuning.step for sft, weaver.tuning.dpo for dpo)."""
 
 
+BACKEND_NAMES = ("auto", "transformers", "llamacpp")
+"""The decoding backends (`--backend`, `generate.backend`): weaver.generate.engine.BACKENDS plus auto."""
+
+
 @dataclass
 class ModelConfig:
     """Which pretrained model to start from."""
@@ -243,12 +247,13 @@ class GenerateConfig:
     batch_size: int = 8
     """Prompts generated together."""
     backend: str = "transformers"
-    """Generation engine: transformers | llamacpp (llama.cpp on a GGUF export, via the xllamacpp wheel)."""
+    """Decoding backend: transformers | llamacpp (llama.cpp on a GGUF export, via the xllamacpp wheel) | auto
+    (llama.cpp on a CPU where it can run the model, else transformers: weaver.generate.engine.choose_backend)."""
     gguf_quant: str = "q8_0"
     """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 
     def __post_init__(self) -> None:
-        _choice("generate.backend", self.backend, ("transformers", "llamacpp"))
+        _choice("generate.backend", self.backend, BACKEND_NAMES)
         _choice("generate.gguf_quant", self.gguf_quant, ("f16", "q8_0", "q4_k_m"))
         if self.temperature < 0:
             raise ConfigError(f"generate.temperature must be >= 0, got {self.temperature}")

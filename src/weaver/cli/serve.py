@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     import dataclasses
     import typing
 
-    from weaver.generate.engine import BACKENDS
+    from weaver.config import BACKEND_NAMES
     from weaver.serve.settings import ServeSettings, field_docs
 
     defaults, docs = ServeSettings(), field_docs(ServeSettings)
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
             kw.update(type=base if base in (int, float) else str, default=default)
             if f.name == "backend":
-                kw["choices"] = list(BACKENDS)
+                kw["choices"] = list(BACKEND_NAMES)
             elif f.name in CHOICES:
                 kw["choices"] = CHOICES[f.name]
             else:

@@ -165,7 +165,8 @@ def to_markdown(data: dict, predictions: list[dict], n_examples: int) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in _rows(data)]
     lines += ["", summary_sentence(data), "", "## Speed", ""]
     for label, s in data["speed"].items():
-        lines.append(f"- {label}: {s['tokens_per_s']} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s)")
+        lines.append(f"- {label}: {s['tokens_per_s']} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s"
+                     f"{', ' + s['backend'] + ' backend' if s.get('backend') else ''})")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]] + ["", "## Examples", ""]
     systems = [k for k in ("base", "tuned") if predictions and k in predictions[0]]
     for p in predictions[:n_examples]:
@@ -207,7 +208,8 @@ def to_html(data: dict, predictions: list[dict], n_examples: int, events: list[d
             parts.append(f"<h2>{title}</h2><img alt='{e(title)}' src='data:image/png;base64,{png}'>")
     parts.append("<h2>Speed</h2><ul>" + "".join(
         f"<li>{e(k)}: {e(str(s['tokens_per_s']))} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s; "
-        f"model load {s['load_s']} s)</li>" for k, s in data["speed"].items()) + "</ul>")
+        f"model load {s['load_s']} s{'; ' + e(s['backend']) + ' backend' if s.get('backend') else ''})</li>"
+        for k, s in data["speed"].items()) + "</ul>")
     parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
     parts.append(_examples_html(predictions[:n_examples]))
     cfg = json.dumps({"decoding": data["decoding"], "config": data["config"], "versions": data["versions"]},

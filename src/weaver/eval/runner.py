@@ -184,15 +184,21 @@ def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], pa
         outs = gen.generate(prompts, params, progress=bar.update)
     out: dict[str, Any] = {"outputs": [o[0].text for o in outs]}
     new_tokens, seconds = gen.stats["new_tokens"], gen.stats["seconds"]
-    out["speed"] = {"load_s": round(load_s, 2), "generate_s": round(seconds, 2), "new_tokens": new_tokens,
+    out["speed"] = {"backend": gen.backend.name, "load_s": round(load_s, 2), "generate_s": round(seconds, 2),
+                    "new_tokens": new_tokens,
                     "tokens_per_s": round(new_tokens / seconds, 2) if seconds else None,
                     "finish_length": sum(o[0].finish_reason == "length" for o in outs)}
-    if cfg.eval.perplexity and model is not None:  # llama.cpp backend: no reference perplexity
+    if cfg.eval.perplexity:
         t1 = time.perf_counter()
+        if model is None:  # llama.cpp gives no teacher-forced log-probabilities: transformers on the fp32 weights
+            from weaver.models.loading import load_model
+
+            del gen
+            model, tok = load_model(spec, dtype=cfg.model.dtype, merge=True)
         out["nll"], out["tokens"] = reference_nll(model, tok, prompts, refs, cfg.data.max_seq_len,
                                                   cfg.generate.batch_size)
         out["speed"]["perplexity_s"] = round(time.perf_counter() - t1, 2)
-    del model, gen
+    del model
     gc.collect()
     return out
 

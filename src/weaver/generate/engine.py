@@ -15,6 +15,7 @@ handed over as the backend decodes them. The server's scheduler drives the same 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterator
 from weaver.errors import ConfigError, WeaverError
 from weaver.generate.rows import Backend, BackendSettings, BatchParams, Row
 from weaver.generate.sampling import Completion, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 def _batch_params(p: SamplingParams, seed: int | None) -> BatchParams:
@@ -131,7 +134,7 @@ def load_generator(
 
     Args:
         spec: model spec (catalog name, HF folder, .gguf file or tuned run; a run is merged).
-        backend: transformers | llamacpp.
+        backend: transformers | llamacpp | auto (see choose_backend).
         quantize: none | int8 (transformers backend only).
         gguf_quant: f16 | q8_0 | q4_k_m, the export a llamacpp backend runs (a .gguf spec is used as is).
         dtype: weights dtype for the transformers backend.
@@ -140,6 +143,8 @@ def load_generator(
     Raises:
         WeaverError: unknown backend, int8 with llama.cpp, or xllamacpp missing.
     """
+    backend, why = choose_backend(backend, spec, quantize=quantize)
+    log.info("decoding backend: %s (%s)", backend, why)
     if backend == "llamacpp":
         from weaver.generate.llamacpp import LlamaCppBackend, gguf_for
 
@@ -148,12 +153,69 @@ def load_generator(
         engine = LlamaCppBackend.from_gguf(gguf_for(spec, gguf_quant), tokenizer_spec=spec, n_threads=threads,
                                            n_parallel=min(batch_size, 4))
         return Generator(engine, batch_size=batch_size), engine.tokenizer, None
-    if backend != "transformers":
-        raise WeaverError(f"--backend {backend!r} is not one of transformers, llamacpp")
     from weaver.models.loading import load_model
 
     model, tok = load_model(spec, dtype=dtype, merge=True, quantize=quantize)
     return Generator(model, tok, batch_size=batch_size), tok, model
+
+
+def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) -> str | None:
+    """Why a model spec cannot be decoded by llama.cpp (None when it can): no xllamacpp, an architecture the GGUF
+    export does not write, an adapter that cannot be merged (prefix, bottleneck) or, with lora_only (a served
+    --adapter), anything but a plain LoRA."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from weaver.models.export import ARCHS, MERGEABLE
+    from weaver.models.loading import resolve
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        return "xllamacpp is not installed"
+    if Path(str(spec)).suffix == ".gguf":
+        return None
+    res = resolve(spec)
+    if res.adapter_dir is not None:
+        acfg = json.loads((Path(res.adapter_dir) / "adapter_config.json").read_text())
+        if res.kind not in MERGEABLE:
+            return f"a train.method {res.method} run cannot be merged into GGUF weights"
+        if lora_only and (acfg.get("peft_type") != "LORA" or acfg.get("use_dora") or acfg.get("use_rslora")):
+            return f"{spec} is not a plain LoRA adapter, which is what llama.cpp applies per request"
+    cfg_file = Path(res.base_dir) / "config.json"
+    arch = (json.loads(cfg_file.read_text()).get("architectures") or ["?"])[0] if cfg_file.is_file() else "?"
+    if arch not in ARCHS:
+        return f"the GGUF export does not write a {arch}"
+    return None
+
+
+def choose_backend(requested: str, spec: str | os.PathLike, adapters: dict[str, str] | None = None,
+                   num_beams: int = 1, quantize: str = "none") -> tuple[str, str]:
+    """The decoding backend for `--backend requested` ("auto" picks one) and the reason, for a log line.
+
+    auto: transformers on a GPU, and wherever llama.cpp cannot serve the request (beam search, --quantize int8,
+    an architecture or adapter it cannot run); otherwise llama.cpp, which decodes several times faster on a CPU
+    at equal quality (bench/RESULTS.md, sections decode_speed and serve_load).
+
+    Raises:
+        ConfigError: an unknown backend name.
+    """
+    if requested != "auto":
+        if requested not in BACKENDS:
+            raise ConfigError(f"--backend {requested!r} is not one of auto, {', '.join(BACKENDS)}")
+        return requested, "asked for"
+    import torch
+
+    if torch.cuda.is_available():
+        return "transformers", "a GPU is available"
+    if num_beams > 1:
+        return "transformers", "beam search (llama.cpp has none)"
+    if quantize != "none":
+        return "transformers", f"--quantize {quantize} is a transformers option"
+    why = _cannot_run_on_llamacpp(spec, lora_only=bool(adapters)) or next(
+        (w for w in (_cannot_run_on_llamacpp(a, lora_only=True) for a in (adapters or {}).values()) if w), None)
+    if why:
+        return "transformers", why
+    return "llamacpp", "CPU: llama.cpp decodes faster at equal quality"
 
 
 def _transformers(settings: BackendSettings) -> Backend:
@@ -172,11 +234,12 @@ BACKENDS: dict[str, Callable[[BackendSettings], Backend]] = {"transformers": _tr
 
 
 def make_backend(settings: BackendSettings) -> Backend:
-    """The backend named by settings.backend (not yet planned or loaded).
+    """The backend settings.backend names, "auto" resolved by choose_backend (not yet planned or loaded).
 
     Raises:
         ConfigError: unknown backend name.
     """
-    if settings.backend not in BACKENDS:
-        raise ConfigError(f"--backend {settings.backend!r} is not one of {', '.join(BACKENDS)}")
-    return BACKENDS[settings.backend](settings)
+    name, why = choose_backend(settings.backend, settings.model, settings.adapters)
+    if settings.backend == "auto":
+        log.info("--backend auto: %s (%s)", name, why)
+    return BACKENDS[name](settings)

@@ -51,6 +51,7 @@ DEFAULT_THREADS = 1
 class LlamaCppBackend(Backend):
     """Rows decoded by llama.cpp (xllamacpp) in `n_parallel` slots; thread-safe."""
 
+    name = "llamacpp"
     quant = "q8_0"
     """The GGUF export a served HF folder or run is decoded from."""
 

@@ -159,6 +159,9 @@ class Backend:
     (tokens of prompt + reply), eos_ids. `stats` counts prompts, new tokens and decoding seconds.
     """
 
+    name = ""
+    """transformers | llamacpp"""
+
     def __init__(self, settings: BackendSettings | None = None):
         self.settings = settings
         self.model_ids: dict[str, str | None] = {}

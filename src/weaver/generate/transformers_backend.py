@@ -104,6 +104,8 @@ def sampling_kwargs(repetition_penalty: float, temperature: float, top_p: float,
 class TransformersBackend(Backend):
     """transformers + peft: one copy of the base weights, every adapter loaded by name (multi-adapter)."""
 
+    name = "transformers"
+
     def plan(self) -> None:
         from weaver.models.loading import check_adapter_set, resolve
 
