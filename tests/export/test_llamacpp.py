@@ -318,3 +318,18 @@ def test_apps_run_on_the_llamacpp_backend(tiny_run):
     assert text == want.text  # the app's prompt, decoded by the llama.cpp backend on the run's export
     cands = generate_adcopy(source, AdRequest(product="bike lights"), n=2, policy=load_policy(audit_log="off"))
     assert len(cands) == 2 and all(c.likelihood == 0.0 for c in cands)  # the score is keywords and length only
+
+
+def test_gguf_exports_are_cached_and_hash_checked(tiny_model_dir, monkeypatch):
+    from weaver.generate import llamacpp
+
+    calls = []
+    real = llamacpp.export_gguf
+    monkeypatch.setattr(llamacpp, "export_gguf", lambda *a: calls.append(a) or real(*a))
+    first = llamacpp.gguf_for(str(tiny_model_dir), "f16")
+    assert llamacpp.gguf_for(str(tiny_model_dir), "f16") == first and len(calls) == 1  # exported once
+    with open(first, "r+b") as fh:  # a damaged cache file (bit rot, a copy cut short) ...
+        fh.seek(100)
+        fh.write(b"\x00\xff\x00\xff")
+    assert llamacpp.gguf_for(str(tiny_model_dir), "f16") == first and len(calls) == 2  # ... is exported again
+    assert llamacpp.gguf_for(str(tiny_model_dir), "q8_0") != first and len(calls) == 3  # the quant is in the key

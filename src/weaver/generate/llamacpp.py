@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weaver.errors import ConfigError, WeaverError
-from weaver.files import sha256_file, weaver_home
+from weaver.files import atomic_write_text, sha256_file, weaver_home
 from weaver.generate.rows import Backend, BatchParams, Row, RowDecoder, base_id, resolve_adapter, run_data_config
 from weaver.models.catalog import find_entry
 from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
@@ -305,9 +305,22 @@ def gguf_for(spec: str | os.PathLike, quant: str = "q8_0") -> Path:
             if f.is_file() and f.suffix in (".safetensors", ".json", ".bin", ".jinja"):
                 digest.update(f.name.encode() + sha256_file(f).encode())
     target = weaver_home() / "gguf-exports" / f"{Path(str(spec)).name}-{digest.hexdigest()[:16]}-{quant}.gguf"
-    if not target.is_file():
-        export_gguf(spec, target, quant)
-        (target.with_suffix(".json")).write_text(json.dumps({"source": str(spec), "quant": quant}) + "\n")
+    return _cached(target, lambda: export_gguf(spec, target, quant), {"source": str(spec), "quant": quant})
+
+
+def _cached(target: Path, export: Callable[[], object], facts: dict) -> Path:
+    """target, exported once: its SHA-256 is recorded beside it and checked on every reuse, so a damaged or
+    half-replaced cache file is exported again instead of loaded (the conversion cache's rule)."""
+    record = target.with_suffix(".json")
+    if target.is_file() and record.is_file():
+        try:
+            if json.loads(record.read_text()).get("sha256") == sha256_file(target):
+                return target
+        except (ValueError, OSError):
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export()  # written under a temporary name and renamed
+    atomic_write_text(record, json.dumps({**facts, "sha256": sha256_file(target)}) + "\n")
     return target
 
 
@@ -321,7 +334,4 @@ def _lora_file(spec: str) -> Path:
         if f.is_file() and f.suffix in (".safetensors", ".json"):
             digest.update(f.name.encode() + sha256_file(f).encode())
     target = weaver_home() / "gguf-exports" / f"{Path(str(spec)).name}-{digest.hexdigest()[:16]}-lora.gguf"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        export_lora_gguf(spec, target)
-    return target
+    return _cached(target, lambda: export_lora_gguf(spec, target), {"source": str(spec), "lora": True})
