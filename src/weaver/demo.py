@@ -29,7 +29,7 @@ DATA = ROOT / "examples" / "data" / "cs_reply_twitter_ibm"
 PRESET = ROOT / "configs" / "support-smollm2.yaml"
 
 
-def demo_config(out: str, minutes: float, epochs: float, limit: int | None):
+def demo_config(out: str, minutes: float, epochs: float, limit: int | None, backend: str | None = None):
     """The demo's RunConfig: the shipped support-reply preset with a time budget and the demo's folders."""
     from weaver.config import load_config
 
@@ -45,6 +45,7 @@ def demo_config(out: str, minutes: float, epochs: float, limit: int | None):
         "--generate.max_new_tokens", "64",
         "--eval.limit", str(limit) if limit else "none",
         "--eval.out_dir", str(Path(out) / "eval"),
+        *(["--generate.backend", backend] if backend else []),
     ])
 
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=6.0, help="training time budget")
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the 300 training examples")
     ap.add_argument("--limit", type=int, default=100, help="held-out examples to evaluate (100 = all)")
+    from weaver.config import BACKEND_NAMES
+
+    ap.add_argument("--backend", default=None, choices=BACKEND_NAMES,
+                    help="decoding backend of the evaluation (default: generate.backend's default)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -79,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     if not (DATA / "train.jsonl").is_file():
         raise WeaverError(f"the demo data is missing ({DATA}); run the demo from a full checkout of weaver")
     t0 = time.perf_counter()
-    cfg = demo_config(args.out, args.minutes, args.epochs, args.limit)
+    cfg = demo_config(args.out, args.minutes, args.epochs, args.limit, args.backend)
     print(f"[1/2] tuning {cfg.model.name} with LoRA on 300 customer-support replies "
           f"(budget {args.minutes:g} min) -> {args.out}", flush=True)
     run_dir = tune(cfg)
