@@ -156,7 +156,8 @@ def section(cmd: list[str], tuned_by: str, script_args: list[str], data: dict, s
              "Most frequent invented entities: " + "; ".join(f"{s}: {_frequent(per[s]['entities'])}"
                                                               for s in SYSTEMS) + ".", "",
              check_against_report(per, data), "",
-             f"Took {took:.0f} s (tune + eval + scoring), machine shared with other agents (load average "
+             f"Took {took:.0f} s ({'tune + ' if tuned_by else ''}eval + scoring), machine shared with other agents "
+             "(load average "
              f"{load[0]:.1f} at start, {load[1]:.1f} at end, {os.cpu_count()} cores): the quality figures are "
              "unaffected by load, the time is not a speed figure."]
     return "\n".join(lines)
