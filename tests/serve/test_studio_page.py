@@ -8,6 +8,7 @@ support, and the payload staying text everywhere). Skipped like test_page.py whe
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import threading
 
@@ -225,9 +226,12 @@ def test_scripted_write_stays_text_and_the_apps(browser, scripted, tmp_path):  #
     assert all(XSS in c.text for c in _css(browser, "#candidates .candidate .text"))
     _no_injection(browser)
 
-    # Newsroom: two pasted articles, one card each, the second headline picked, the digest downloaded
+    # Newsroom: a pasted and an uploaded (.jsonl) article, one card each, a headline picked, the digest downloaded
     _css(browser, "#tab-newsroom")[0].click()
-    _set(browser, "#news-paste", ARTICLE + "\n---\nSnow closed the roads around York on Tuesday morning.")
+    _set(browser, "#news-paste", ARTICLE)
+    upload = tmp_path / "articles.jsonl"
+    upload.write_text(json.dumps({"id": "york", "text": "Snow closed the roads around York on Tuesday."}) + "\n")
+    _css(browser, "#news-files")[0].send_keys(str(upload))
     _set(browser, "#news-n", "1")
     _css(browser, "#news-run")[0].click()
     _wait(browser, lambda d: len(_css(d, "#news-results .news")) == 2 and _css(d, "#news-downloads")[0].is_displayed())
@@ -236,6 +240,7 @@ def test_scripted_write_stays_text_and_the_apps(browser, scripted, tmp_path):  #
     radios[1].click()
     req = _store_request(db, lambda r: r["view"] == "newsroom" and r["chosen"] == 1)
     assert req["task"] == "headline" and req["fields"]["summary"]
+    assert {r["fields"]["id"] for r in FeedbackStore(db, create=False).history(5, "newsroom")} == {"pasted-1", "york"}
     _css(browser, "#news-md")[0].click()
     assert wait_for(lambda: (tmp_path / "digest.md").exists(), 20)
     digest = (tmp_path / "digest.md").read_text()

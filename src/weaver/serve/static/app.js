@@ -12,6 +12,7 @@ function showView(name) {
     tab.tabIndex = selected ? 0 : -1;
     W.$("view-" + view).hidden = !selected;
   }
+  W.status("");  // the status line speaks of the view it came from
   if (name === "history") loadHistory();
 }
 

@@ -91,7 +91,7 @@ async function runNewsroom() {
       } catch (e) {
         failed.push(article.id + ": " + e.message);
       }
-      W.status(W.t("news_progress", ++done, articles.length));
+      W.status("news_progress", ++done, articles.length);
     }
   };
   await Promise.all(Array.from({ length: Math.min(NEWS_WORKERS, articles.length) }, worker));
@@ -164,7 +164,7 @@ async function runAdcopy() {
   const body = { ...f, keywords: f.keywords.split(/[,，、]/).map((k) => k.trim()).filter(Boolean),
                  lang: W.$("ad-lang").value, n: Number(W.$("ad-n").value) || 4, model: W.$("model").value || undefined };
   W.$("ad-run").disabled = true;
-  W.status(W.t("status_writing", body.n));
+  W.status("status_writing", body.n);
   try {
     const result = await W.api("/v1/weaver/apps/adcopy", body);
     const cands = result.candidates;
@@ -173,7 +173,7 @@ async function runAdcopy() {
       fields: Object.fromEntries(Object.entries(f).filter(([, v]) => v.trim())), drafts: cands.map((c) => ({ text: c.text })),
     }) : null;
     W.showAdCards(cands, result.score.likelihood, stored);
-    W.status(W.t("status_done"));
+    W.status("status_done");
   } catch (e) {
     W.showError(e.message);
     W.status("");
@@ -229,7 +229,7 @@ async function sendSupport() {
   const text = W.$("sup-reply").textContent;
   if (!support || !text.trim()) return;
   if (support.id) await W.record({ type: "event", request_id: support.id, kind: "sent", text });
-  W.status(W.t("sup_sent"));
+  W.status("sup_sent");
 }
 
 W.initApps = function () {

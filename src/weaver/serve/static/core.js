@@ -23,7 +23,12 @@ W.clearError = function () {
   W.$("error").textContent = "";
 };
 
-W.status = function (text) { W.$("status").textContent = text; };
+// The status line: a string key and its arguments, so a language switch can say it again.
+W.status = function (key, ...args) {
+  W.lastStatus = [key, args];
+  W.$("status").textContent = key ? W.t(key, ...args) : "";
+};
+document.addEventListener("weaver-lang", () => { if (W.lastStatus) W.status(W.lastStatus[0], ...W.lastStatus[1]); });
 
 W.errorMessage = async function (response) {
   let detail = response.statusText;
@@ -72,7 +77,7 @@ W.record = async function (body) {
   try {
     return await W.api("/v1/weaver/feedback", body);
   } catch (e) {
-    W.status(W.t("record_failed", e.message));
+    W.status("record_failed", e.message);
     return null;
   }
 };
@@ -114,6 +119,10 @@ W.makeCard = function (number, opts) {
     card.querySelector(".regen").setAttribute("aria-label", W.t("regen_aria", number));
     card.querySelector(".down").setAttribute("aria-label", W.t("down_aria", number));
     card.textBox.setAttribute("aria-label", W.t("edit_aria", number));
+    if (card.revealed) {
+      const base = card.model === W.studio.base_model;
+      card.querySelector(".who").textContent = W.t("written_by", card.model + (base ? " (" + W.t("base") + ")" : ""));
+    }
     if (card.stateKey) card.setState(card.stateKey);
   };
   card.label();

@@ -59,7 +59,7 @@ W.loadChoices = async function () {
   W.renderFields();
   onModelChange();
   W.$("tab-support").hidden = !W.studio.support;
-  if (!W.studio.recording) W.status(W.t("recording_off"));
+  if (!W.studio.recording) W.status("recording_off");
 };
 
 function fields() {
@@ -112,8 +112,7 @@ function cardOptions(blind) {
     onRegen: regenerate,
     onChoose: (card) => {
       if (!blind) return;
-      for (const other of W.$("candidates").querySelectorAll(".candidate")) other.querySelector(".who").textContent =
-        W.t("written_by", other.model === W.studio.base_model ? other.model + " (" + W.t("base") + ")" : other.model);
+      for (const other of W.$("candidates").querySelectorAll(".candidate")) { other.revealed = true; other.label(); }
     },
   };
 }
@@ -156,17 +155,18 @@ async function write(event) {
   controller = new AbortController();
   W.$("write").disabled = true;
   W.$("stop").disabled = false;
-  W.status(W.t("status_writing", n));
+  W.status("status_writing", n);
   try {
     await Promise.all(parts.map((p, i) => stream(task, requestBody(p.model, p.n), groups[i], controller.signal)));
-    W.status(blind ? W.t("status_blind", parts[0].model, parts[1].model) : W.t("status_done"));
+    if (blind) W.status("status_blind", parts[0].model, parts[1].model);
+    else W.status("status_done");
     const stored = await W.record({
       type: "request", view: "write", task, model: parts[0].model, fields: fields(), blind,
       drafts: cards.map((c) => ({ text: c.textBox.textContent, model: c.model })),
     });
     W.bindCards(cards, stored);
   } catch (e) {
-    if (e.name === "AbortError") W.status(W.t("status_stopped"));
+    if (e.name === "AbortError") W.status("status_stopped");
     else {
       W.showError(e.message.startsWith(W.t("error")) ? e.message : W.t("error") + ": " + e.message);
       W.$("candidates").replaceChildren();
