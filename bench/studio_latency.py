@@ -95,8 +95,10 @@ def _ready(driver) -> None:
 
 def _press(driver, limit_s: float = 900) -> dict:
     """Press Write with the probe installed; the probe's times once every draft is done."""
-    driver.execute_script(PROBE)
     deadline = time.monotonic() + limit_s
+    while driver.find_element("id", "write").get_attribute("disabled") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the previous press is still recording its drafts
+    driver.execute_script(PROBE)
     while time.monotonic() < deadline:
         t = driver.execute_script("return window.__probe")
         if t:
