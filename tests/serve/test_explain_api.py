@@ -199,3 +199,21 @@ def test_support_handover_has_an_empty_explanation_and_bad_flags_are_400(support
     assert resp.status_code == 200 and resp.json()["handed_over"] and resp.json()["explanation"] == []
     resp = support_client.post("/v1/weaver/support", json={"question": "password", "explain": "sure"})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "explain"
+
+
+def test_explain_route_explains_an_edited_draft_against_its_fields(client):
+    draft = "The council approved a budget on Tuesday. The mayor resigned in 1999."
+    sources = {"input": ARTICLE, "title": "Council budget"}
+    assert client.post("/v1/weaver/explain", json={"text": draft, "sources": sources}).status_code == 401
+    resp = client.post("/v1/weaver/explain", json={"text": draft, "sources": sources}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["object"] == "weaver.explanation"
+    check_explanation(body["explanation"], draft, sources)
+    first, second = body["explanation"]
+    assert first["supported"] and any(s["field"] == "input" and "budget" in s["sentence"] for s in first["sources"])
+    assert "1999" in second["unsupported_entities"]  # the invented date is named
+    assert body["explanation"] == ex.explain_spans(draft, sources)  # the same function as every explanation
+    for bad in ({"text": "", "sources": sources}, {"text": draft, "sources": {}},
+                {"text": draft, "sources": sources, "lang": "fr"}, {"text": draft, "sources": sources, "x": 1}):
+        assert client.post("/v1/weaver/explain", json=bad, headers=AUTH).status_code in (400, 422), bad

@@ -290,3 +290,23 @@ def test_support_cites_opens_the_passage_and_keeps_the_sent_text(browser, script
     _css(browser, "#sup-run")[0].click()
     _wait(browser, lambda d: _css(d, "#sup-handed")[0].is_displayed())
     assert "human" in _css(browser, "#sup-reply")[0].text
+
+
+def test_sources_panel_marks_the_input_sentences_behind_a_draft_sentence(browser, tiny):  # noqa: F811
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, _ = tiny
+    _open(browser, url)
+    _write(browser, 1)
+    card = _css(browser, "#candidates .candidate")[0]
+    card.find_element("css selector", ".sources").click()
+    _wait(browser, lambda d: _css(d, "#candidates .explain .sent"))
+    sentence = _css(browser, "#candidates .explain .sent")[0]
+    assert not _css(browser, "#candidates .explain mark")
+    ActionChains(browser).move_to_element(sentence).perform()  # pointing at a sentence marks its sources
+    _wait(browser, lambda d: _css(d, "#candidates .explain mark"))
+    marked = [m.text for m in _css(browser, "#candidates .explain mark")]
+    assert marked and all(m.strip() and m.strip() in ARTICLE for m in marked)
+    ActionChains(browser).move_to_element(card.find_element("css selector", ".label")).perform()
+    _wait(browser, lambda d: not _css(d, "#candidates .explain mark"))
+    assert card.find_element("css selector", ".sources").get_attribute("aria-expanded") == "true"

@@ -43,7 +43,7 @@ from weaver.serve.errors import (
     install_error_handlers,
     key_dependency,
 )
-from weaver.serve.explanations import TaskResponse, documented, explain_task_response
+from weaver.serve.explanations import TaskResponse, documented, explain_router, explain_task_response
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
@@ -374,6 +374,7 @@ def create_app(settings: ServeSettings, backend: Backend | None = None, load_in_
         app.include_router(_support_router(state))
     app.include_router(apps_router(state))
     app.include_router(studio_router(state))  # the studio's /v1/weaver/feedback, /history, /digest, /studio
+    app.include_router(explain_router(state))  # POST /v1/weaver/explain (the studio's Sources panel)
     app.include_router(_build_router(state))
 
     @app.get("/health")

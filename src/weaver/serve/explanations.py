@@ -145,3 +145,44 @@ def adcopy_documents(product: str, audience: str, tone: str, attributes: str, ke
     docs = {"product": product, "audience": audience, "tone": tone, "attributes": attributes}
     docs.update({f"keywords[{i}]": k for i, k in enumerate(keywords)})
     return {k: v for k, v in docs.items() if v}
+
+
+class ExplainRequest(BaseModel):
+    """POST /v1/weaver/explain: a text (a draft, possibly edited) against the texts it was written from."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=20_000, description="The text to explain, sentence by sentence.")
+    sources: dict[str, str] = Field(..., min_length=1, max_length=20,
+                                    description="Name -> source text (e.g. the task's fields: input, title).")
+    lang: str | None = Field(None, pattern="^(en|zh)$", description="en | zh (default: detected).")
+
+
+class ExplainResponse(_Open):
+    object: str = Field("weaver.explanation", description="Always weaver.explanation.")
+    explanation: list[ExplainedSentence] = Field(description="Per sentence of `text`: offsets, support, sources "
+                                                             "(each naming its `field`, a key of `sources`).")
+
+
+def explain_router(state):
+    """POST /v1/weaver/explain behind the API key: the studio's "Sources" panel on a finished or edited draft."""
+    import anyio
+    from fastapi import APIRouter
+
+    from weaver.serve.errors import APIError, key_dependency
+
+    router = APIRouter(prefix="/v1/weaver", dependencies=[key_dependency(state.settings.api_key)])
+
+    def run(req: ExplainRequest) -> dict:
+        from weaver.eval.explain import explain_spans
+
+        for name, text in req.sources.items():
+            if not name or len(name) > 64 or len(text) > 200_000:
+                raise APIError(400, "each source needs a name of 1-64 characters and at most 200000 characters "
+                                    "of text", param="sources", code="invalid_value")
+        return {"object": "weaver.explanation", "explanation": explain_spans(req.text, req.sources, req.lang)}
+
+    @router.post("/explain", responses=documented(ExplainResponse, "Each sentence of `text` and its sources."))
+    async def explain_route(req: ExplainRequest) -> dict:
+        return await anyio.to_thread.run_sync(run, req)
+
+    return router

@@ -118,6 +118,7 @@ W.makeCard = function (number, opts) {
     card.querySelector(".copy").setAttribute("aria-label", W.t("copy_aria", number));
     card.querySelector(".regen").setAttribute("aria-label", W.t("regen_aria", number));
     card.querySelector(".down").setAttribute("aria-label", W.t("down_aria", number));
+    card.querySelector(".sources").setAttribute("aria-label", W.t("sources_aria", number));
     card.textBox.setAttribute("aria-label", W.t("edit_aria", number));
     if (card.revealed) {
       const base = card.model === W.studio.base_model;
@@ -141,6 +142,9 @@ W.makeCard = function (number, opts) {
   const regen = card.querySelector(".regen");
   if (opts.onRegen) regen.addEventListener("click", () => opts.onRegen(card));
   else regen.remove();
+  const sources = card.querySelector(".sources");
+  if (opts.sources) sources.addEventListener("click", () => W.toggleSources(card, opts.sources()));
+  else sources.remove();
   document.addEventListener("weaver-lang", card.label);
   return card;
 };
@@ -172,4 +176,57 @@ W.saveEdit = async function (card) {
 W.bindCards = function (cards, stored) {
   if (!stored) return;
   cards.forEach((card, i) => { card.rec = { id: stored.id, index: i, saved: card.textBox.textContent }; });
+};
+
+// The Sources panel of a draft (POST /v1/weaver/explain on its current text): the input fields as text, and
+// the draft's sentences; pointing at (or focusing) a sentence marks the input sentences that support it, an
+// unsupported one is flagged with the names/numbers the input lacks. Built with text nodes only.
+W.toggleSources = async function (card, documents) {
+  const panel = card.querySelector(".explain");
+  const button = card.querySelector(".sources");
+  if (!panel.hidden) { panel.hidden = true; button.setAttribute("aria-expanded", "false"); return; }
+  const docs = Object.fromEntries(Object.entries(documents).filter(([, text]) => text.trim()));
+  const text = card.textBox.textContent;
+  if (!text.trim() || !Object.keys(docs).length) return;
+  let result;
+  try {
+    result = await W.api("/v1/weaver/explain", { text, sources: docs });
+  } catch (e) { W.showError(e.message); return; }
+  const blocks = {};
+  const source = W.el("div", "explain-source");
+  for (const [name, body] of Object.entries(docs)) {
+    const block = W.el("p", "src", body);
+    block.dataset.field = name;
+    blocks[name] = block;
+    source.append(W.el("span", "hint", name), block);
+  }
+  const mark = (entry) => {
+    for (const [name, block] of Object.entries(blocks)) {
+      const body = docs[name];
+      const spans = entry ? entry.sources.filter((s) => s.field === name).sort((a, b) => a.start - b.start) : [];
+      const parts = [];
+      let at = 0;
+      for (const s of spans) {
+        if (s.start < at) continue;
+        parts.push(document.createTextNode(body.slice(at, s.start)), W.el("mark", null, body.slice(s.start, s.end)));
+        at = s.end;
+      }
+      parts.push(document.createTextNode(body.slice(at)));
+      block.replaceChildren(...parts);
+    }
+  };
+  const list = W.el("p", "explain-output");
+  for (const entry of result.explanation) {
+    const sentence = W.el("span", "sent " + (entry.supported ? "supported" : "unsupported"), entry.sentence);
+    sentence.tabIndex = 0;
+    const notes = entry.supported ? [] : [W.t("unsupported")];
+    if (entry.unsupported_entities.length) notes.push(W.t("invented", entry.unsupported_entities.join(", ")));
+    if (notes.length) sentence.title = notes.join("; ");
+    for (const on of ["mouseenter", "focus"]) sentence.addEventListener(on, () => mark(entry));
+    for (const off of ["mouseleave", "blur"]) sentence.addEventListener(off, () => mark(null));
+    list.append(sentence, document.createTextNode(" "));
+  }
+  panel.replaceChildren(W.el("p", "hint", W.t("explain_hint")), list, source);
+  panel.hidden = false;
+  button.setAttribute("aria-expanded", "true");
 };

@@ -110,6 +110,7 @@ function cardOptions(blind) {
   return {
     label: (card) => W.t("draft", card.dataset.n),
     onRegen: regenerate,
+    sources: fields,
     onChoose: (card) => {
       if (!blind) return;
       for (const other of W.$("candidates").querySelectorAll(".candidate")) { other.revealed = true; other.label(); }
