@@ -73,7 +73,8 @@ def test_every_endpoint_but_health_needs_the_key(keyed, figures):
                 "/v1/weaver/apps/newsroom": {"articles": [{"text": "x"}], "n_headlines": 0, "max_new_tokens": 1},
                 "/v1/weaver/apps/adcopy": {"product": "x", "n": 1, "max_new_tokens": 1},
                 "/v1/weaver/feedback": {"type": "request", "task": "headline", "drafts": [{"text": "x"}]},
-                "/v1/weaver/digest": {"articles": [{"id": "a", "headline": "h"}]}}.get(path)
+                "/v1/weaver/digest": {"articles": [{"id": "a", "headline": "h"}]},
+                "/v1/weaver/explain": {"text": "Rain fell.", "sources": {"input": "Rain fell in Leeds."}}}.get(path)
         ok = keyed.request(method, url, headers={"Authorization": f"Bearer {KEY}"}, json=body)
         # with the key the request is served (a history entry that does not exist is a 404, not a 401)
         assert ok.status_code == (404 if "{request_id}" in path else 200), (method, path, ok.text)
