@@ -25,7 +25,7 @@ from typing import Any
 
 from weaver.config import DataConfig
 from weaver.data.formats import iter_rows
-from weaver.data.readers import ReadResult, RecordProblem, apply_policy, parse_row, token_count
+from weaver.data.readers import ReadResult, RecordProblem, apply_policy, parse_row, read_with, token_count
 from weaver.data.records import Record, blank_reason, fingerprint, input_key, is_blank, normalize_text
 from weaver.data.rows import Problem
 from weaver.data.rows import type_name as _type_name
@@ -167,28 +167,16 @@ def read_pair_file(path: str | Path, columns: dict[str, str] | None = None, *, t
     Raises:
         DataError: the file is missing, unreadable as a whole, or holds no records.
     """
-    path = Path(path)
-    result = ReadResult(str(path))
-    seen: dict[str, str] = {}
-    for where, row in iter_rows(path):
-        result.rows += 1
-        if isinstance(row, Problem):
-            result.problems.append(row)
-            continue
-        try:
-            pair = parse_pair(row, where, columns or {}, default_id=f"{path.stem}-{result.rows}")
-            _check_lengths(pair, tokenizer, max_output_tokens)
-            if "id" in row and pair.record.id in seen:
-                raise RecordProblem("id", f"duplicate id {pair.record.id!r} (first at {seen[pair.record.id]})",
-                                    "duplicate")
-            seen[pair.record.id] = where
-        except RecordProblem as exc:
-            result.problems.append(Problem(where, exc.field, exc.reason, exc.kind))
-            continue
-        result.records.append(pair)
-    if result.rows == 0:
-        raise DataError(f"{path}: the file holds no records")
-    return result
+    def parse(row: dict, where: str, n: int, seen: dict[str, str]) -> PreferencePair:
+        pair = parse_pair(row, where, columns or {}, default_id=f"{Path(path).stem}-{n}")
+        _check_lengths(pair, tokenizer, max_output_tokens)
+        if "id" in row and pair.record.id in seen:
+            raise RecordProblem("id", f"duplicate id {pair.record.id!r} (first at {seen[pair.record.id]})",
+                                "duplicate")
+        seen[pair.record.id] = where
+        return pair
+
+    return read_with(path, parse)
 
 
 def read_pairs(path: str | Path, columns: dict[str, str] | None = None, on_error: str = "fail", *,

@@ -120,8 +120,25 @@ def read_file(
     Raises:
         DataError: the file is missing or unreadable as a whole.
     """
-    path = Path(path)
     _check_columns(columns or {})
+
+    def parse(row: dict, where: str, n: int, seen: dict[str, str]) -> Record:
+        record = parse_row(row, where, columns or {}, default_id=f"{Path(path).stem}-{n}")
+        _check_length(record, tokenizer, max_output_tokens)
+        _check_id(record, row, seen)
+        return record
+
+    return read_with(path, parse)
+
+
+def read_with(path: str | Path, parse) -> ReadResult:
+    """The one row loop of every reader: `parse(row, where, row_number, seen_ids)` returns an item or raises
+    RecordProblem, which becomes a Problem at that file:line; bad rows never stop the read.
+
+    Raises:
+        DataError: the file is missing, unreadable as a whole, or holds no records.
+    """
+    path = Path(path)
     result = ReadResult(str(path))
     seen_ids: dict[str, str] = {}
     for where, row in iter_rows(path):
@@ -130,13 +147,11 @@ def read_file(
             result.problems.append(row)
             continue
         try:
-            record = parse_row(row, where, columns or {}, default_id=f"{path.stem}-{result.rows}")
-            _check_length(record, tokenizer, max_output_tokens)
-            _check_id(record, row, seen_ids)
+            item = parse(row, where, result.rows, seen_ids)
         except RecordProblem as exc:
             result.problems.append(Problem(where, exc.field, exc.reason, exc.kind))
             continue
-        result.records.append(record)
+        result.records.append(item)
     if result.rows == 0:
         raise DataError(f"{path}: the file holds no records")
     return result
