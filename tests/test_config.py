@@ -117,3 +117,11 @@ def test_the_readme_method_switches():
 def test_an_option_set_on_the_command_line_for_another_method_is_an_error(args, flag):
     with pytest.raises(ConfigError, match=rf"^{flag} applies only to train\.method"):
         load_config(ROOT / "configs" / "dialogsum-smollm2.yaml", args)
+
+
+def test_dpo_loss_type_is_checked_and_needs_the_dpo_objective():
+    assert TrainConfig(objective="dpo", dpo_loss_type="ipo").dpo_loss_type == "ipo"
+    with pytest.raises(ConfigError, match="train.dpo_loss_type"):
+        TrainConfig(objective="dpo", dpo_loss_type="orpo")
+    with pytest.raises(ConfigError, match="--train.dpo_loss_type applies only to --train.objective dpo"):
+        TrainConfig(dpo_loss_type="hinge")
