@@ -1,4 +1,4 @@
-"""`weaver data check` statistics: counts, token lengths, language mix, duplicates and split overlap.
+"""`weaver data check` statistics: counts, token lengths, language mix and notes, duplicates and split overlap.
 
     stats = check_files({"train": "train.jsonl", "dev": "dev.jsonl"}, DataConfig(task="headline"), tokenizer)
     print(format_stats(stats))
@@ -22,6 +22,7 @@ from weaver.data.preferences import PreferencePair, is_pairs_file, read_pair_fil
 from weaver.data.readers import TOKEN_CHUNK, ReadResult, read_file, token_count
 from weaver.data.records import Record, content_key, input_key, language_of
 from weaver.data.tasks import render_prompt
+from weaver.data.zh_notes import format_notes, language_notes
 
 PERCENTILES = (50, 90, 99)
 BATCH = 256
@@ -44,8 +45,8 @@ def record_stats(records: list[Record], data_cfg: DataConfig, tokenizer=None) ->
         data_cfg: task/lang settings used to render prompts, and max_seq_len.
         tokenizer: when given, token-length percentiles of prompts and outputs.
     Returns:
-        {"records", "languages": {en, zh}, "duplicates", "repeated_inputs", "tokens"?: {prompt, output},
-        "over_max_seq_len"?}.
+        {"records", "languages": {en, zh}, "duplicates", "repeated_inputs", "language_notes" (Chinese script
+        and punctuation mix-ups, weaver.data.zh_notes), "tokens"?: {prompt, output}, "over_max_seq_len"?}.
     """
     langs = Counter(language_of(r.input or r.instruction) for r in records)
     stats: dict[str, Any] = {
@@ -54,6 +55,7 @@ def record_stats(records: list[Record], data_cfg: DataConfig, tokenizer=None) ->
         "duplicates": len(records) - len({content_key(r) for r in records}),
         "repeated_inputs": len(records) - len({input_key(r) for r in records}),
         "with_references": sum(1 for r in records if r.references),
+        "language_notes": language_notes(records) if langs.get("zh") else [],
     }
     if tokenizer is not None and records:
         p_len, o_len = [], []
@@ -128,6 +130,7 @@ def format_stats(report: dict[str, Any], model: str | None = None) -> str:
         mix = "  ".join(f"{k} {v} ({100 * v / total:.1f}%)" for k, v in s["languages"].items())
         lines.append(f"  languages: {mix}")
         lines.append(f"  duplicates: {s['duplicates']} exact, {s['repeated_inputs']} repeated inputs")
+        lines += format_notes(s.get("language_notes", []))
         if "tokens" in s:
             lines.append(f"  tokens{f' ({model})' if model else ''}:   p50    p90    p99    max   mean")
             for part in ("prompt", "output", "rejected"):
