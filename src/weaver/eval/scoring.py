@@ -42,6 +42,7 @@ METRICS = [
     Metric("rouge2_char", "ROUGE-2 (characters)", "higher"),
     Metric("rougeL_char", "ROUGE-L (characters)", "higher"),
     Metric("bleu", "BLEU", "higher", "bleu"),
+    Metric("bleu4_sentence", "BLEU-4 (sentence mean, characters)", "higher"),
     Metric("chrf", "chrF", "higher", "chrf"),
     Metric("semantic", "Semantic similarity", "higher"),
     Metric("perplexity", "Reference perplexity", "lower", "perplexity"),
@@ -91,6 +92,8 @@ def score_outputs(system: dict[str, Any], refs_list: list[list[str]], lang: str,
         second = M.rouge(preds, refs_list, lang, other)
         out.update({f"{k}_{other}": [r[k] for r in second] for k in ("rouge1", "rouge2", "rougeL")})
     out["bleu"] = M.bleu_stats(preds, refs_list, lang)
+    if lang == "zh":  # the per-sentence character BLEU-4 that LLaMA-Factory's published numbers use
+        out["bleu4_sentence"] = M.bleu4_sentence(preds, refs_list)
     out["chrf"] = M.chrf_stats(preds, refs_list)
     if eval_cfg.semantic and M.embedder_available():
         out["semantic"] = M.semantic_similarity(preds, refs_list)
