@@ -99,3 +99,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def _tiny_seq2seq_model(kind: str):
+    """A 2-layer, d_model-32 random T5 or BART whose vocabulary is the SmolLM2 tokenizer's (49152 ids).
+
+    No T5 or BART tokenizer is on disk and nothing is downloaded, so the encoder-decoder models share the
+    real SmolLM2 tokenizer: EOS and padding are <|im_end|> (2), the decoder starts from <|endoftext|> (0).
+    """
+    from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    ids = {"vocab_size": 49152, "eos_token_id": 2, "pad_token_id": 2, "decoder_start_token_id": 0}
+    if kind == "t5":
+        return T5ForConditionalGeneration(T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                                   relative_attention_num_buckets=8, **ids))
+    return BartForConditionalGeneration(BartConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256, bos_token_id=1,
+        forced_eos_token_id=None, **ids))
+
+
+def _save_seq2seq(tmp_path_factory, kind: str) -> Path:
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp(f"tiny-{kind}")
+    _tiny_seq2seq_model(kind).save_pretrained(out)
+    AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """A saved HF folder with a tiny random T5 (encoder-decoder) and the SmolLM2 tokenizer."""
+    return _save_seq2seq(tmp_path_factory, "t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_dir(tmp_path_factory) -> Path:
+    """A saved HF folder with a tiny random BART (encoder-decoder) and the SmolLM2 tokenizer."""
+    return _save_seq2seq(tmp_path_factory, "bart")

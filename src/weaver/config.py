@@ -85,6 +85,11 @@ class DataConfig:
     """What to do with a malformed record: fail (report all and stop) | skip (report and drop)."""
     max_seq_len: int = 512
     """Tokens per training sequence; the input is truncated, never the target."""
+    max_source_len: int | None = None
+    """Encoder-decoder models only (T5, BART): tokens of the source (the prompt + EOS), cut in the middle;
+    None = data.max_seq_len."""
+    max_target_len: int | None = None
+    """Encoder-decoder models only: the longest target (+EOS) a record may have; None = max_output_tokens + 1."""
     pack: bool = False
     """Train on each batch as one padding-free row: position ids restart per example and a block-diagonal
     causal mask keeps examples apart, so the loss equals the padded batch's. Not with train.method prefix.
@@ -115,6 +120,26 @@ class DataConfig:
             raise ConfigError(f"data.split must be three non-negative ratios that sum to 1, got {self.split}")
         if self.max_seq_len < 16:
             raise ConfigError(f"data.max_seq_len must be at least 16, got {self.max_seq_len}")
+        if self.max_source_len is not None and self.max_source_len < 8:
+            raise ConfigError(f"data.max_source_len must be at least 8 (or none for data.max_seq_len), got "
+                              f"{self.max_source_len}")
+        if self.max_target_len is not None and self.max_target_len < 2:
+            raise ConfigError(f"data.max_target_len must be at least 2 (a token and EOS; or none for "
+                              f"data.max_output_tokens + 1), got {self.max_target_len}")
+
+    def seq2seq_limits(self, seq2seq: bool) -> tuple[int, int]:
+        """(max_source_len, max_target_len) for an encoder-decoder model, the defaults filled in.
+
+        Raises:
+            ConfigError: max_source_len / max_target_len set for a decoder-only model (seq2seq False).
+        """
+        if not seq2seq:
+            for name in ("max_source_len", "max_target_len"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"--data.{name} applies only to encoder-decoder models (T5, BART); this "
+                                      "model is decoder-only: drop it and set --data.max_seq_len")
+            return self.max_seq_len, self.max_output_tokens + 1
+        return self.max_source_len or self.max_seq_len, self.max_target_len or self.max_output_tokens + 1
 
 
 @dataclass

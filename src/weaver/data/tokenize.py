@@ -13,6 +13,15 @@ Packing (`data.pack: true`) concatenates a batch's examples into one row whose `
 for each example (transformers' DataCollatorWithFlattening); with no `attention_mask` and no KV cache,
 transformers builds a block-diagonal causal mask from them (masking_utils.find_packed_sequence_indices), so
 it works with sdpa/eager on CPU and no example attends to another.
+
+An encoder-decoder model (T5, BART; weaver.models.arch) gets the source and the target as two sequences:
+
+    ex = encode_seq2seq_example(tok, prompt, record.output, max_source_len=512, max_target_len=257)
+    batch = Seq2SeqCollator(tok.pad_token_id)([ex, ...])   # input_ids/attention_mask (source), labels (target)
+
+The source is the rendered prompt + EOS (`encode_source`, also what generation encodes), cut in the middle
+to `data.max_source_len`; the labels are the target tokens + EOS only, never cut: a target longer than
+`data.max_target_len` is an error naming the flag.
 """
 
 from __future__ import annotations
@@ -52,6 +61,43 @@ def encode_example(tokenizer, prompt: str, target: str, max_seq_len: int) -> dic
         )
     prompt_ids = truncate_middle(prompt_ids, budget)
     return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + list(target_ids)}
+
+
+def encode_source(tokenizer, prompt: str) -> list[int]:
+    """An encoder-decoder model's source ids: the prompt as written (its special tokens parsed) + EOS.
+
+    T5 and BART were pretrained on sources that end in EOS; BART's BOS comes from the plain template
+    (weaver.data.chat.render_messages writes the tokenizer's bos_token first).
+    """
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ids if ids and ids[-1] == tokenizer.eos_token_id else ids + [tokenizer.eos_token_id]
+
+
+def encode_seq2seq_example(tokenizer, prompt: str, target: str, max_source_len: int,
+                           max_target_len: int) -> dict[str, list[int]]:
+    """Source ids and target labels for one encoder-decoder training pair.
+
+    Args:
+        tokenizer: the model's tokenizer (needs an eos token).
+        prompt: the rendered prompt (plain template: an encoder-decoder tokenizer carries no chat template).
+        target: the reference output; EOS is appended.
+        max_source_len: the longest source; a longer one loses the middle of its prompt (EOS is kept).
+        max_target_len: the longest target (+EOS).
+    Returns:
+        {"input_ids": source ids, "labels": target ids + EOS}.
+    Raises:
+        DataError: no EOS token, or a target longer than max_target_len.
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token, so training targets cannot be terminated")
+    source = encode_source(tokenizer, prompt)
+    labels = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(labels) > max_target_len:
+        raise DataError(f"an output of {len(labels) - 1} tokens (+EOS) is longer than --data.max_target_len "
+                        f"{max_target_len}; raise it, or lower --data.max_output_tokens so such records are reported")
+    if len(source) > max_source_len:
+        source = truncate_middle(source[:-1], max_source_len - 1) + source[-1:]
+    return {"input_ids": source, "labels": labels}
 
 
 def truncate_middle(ids: list[int], budget: int) -> list[int]:
@@ -136,6 +182,25 @@ class Collator:
         if not self.pack:
             return collate(examples, self.pad_id)
         return dict(self._flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]))
+
+
+class Seq2SeqCollator:
+    """A DataLoader collate function for encoder-decoder examples: source and labels right-padded apart.
+
+    Returns {"input_ids", "attention_mask"} for the encoder and {"labels"} (-100 on padding) for the
+    decoder, which the model shifts right itself (its decoder_start_token_id first).
+    """
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        source = collate([{"input_ids": e["input_ids"], "labels": e["input_ids"]} for e in examples], self.pad_id)
+        width = max(len(e["labels"]) for e in examples)
+        labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+        for row, e in enumerate(examples):
+            labels[row, :len(e["labels"])] = torch.tensor(e["labels"])
+        return {"input_ids": source["input_ids"], "attention_mask": source["attention_mask"], "labels": labels}
 
 
 def padding_fraction(batches: Sequence[dict]) -> float:

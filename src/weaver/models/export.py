@@ -95,6 +95,26 @@ def refuse_unmergeable(spec, resolved, what: str) -> None:
     )
 
 
+def refuse_seq2seq_gguf(spec) -> None:
+    """Refuse a GGUF export of an encoder-decoder model (T5, BART) before any weights are loaded.
+
+    Weaver's GGUF writer (ARCHS) and its llama.cpp backend handle decoder-only models only; an encoder-decoder
+    GGUF would need an encoder pass that Weaver's llama.cpp backend does not run, so none is written.
+
+    Raises:
+        WeaverError: the spec is an encoder-decoder model; the message says what works instead.
+    """
+    from weaver.models.arch import is_seq2seq
+
+    base = resolve(spec).base_dir
+    if is_seq2seq(base):
+        arch = (json.loads((Path(base) / "config.json").read_text()).get("architectures") or ["?"])[0]
+        raise WeaverError(
+            f"GGUF export writes decoder-only models ({', '.join(ARCHS)}); {spec} is an encoder-decoder {arch}, "
+            "which Weaver's llama.cpp backend cannot run: use `weaver export --merge` and serve or generate "
+            "from the merged folder (the transformers backend)")
+
+
 def _fresh_target(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise WeaverError(f"--out {out} already exists and is not empty: choose a new folder or delete it")
@@ -121,6 +141,7 @@ def export_gguf(spec: str | os.PathLike, out_file: str | os.PathLike, quant: str
     if quant == "q4_k_m":
         _require_llama_cpp("--quant q4_k_m")
     refuse_unmergeable(spec, resolve(spec), "GGUF export")
+    refuse_seq2seq_gguf(spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(spec, dtype="float32", merge=True)
     arch_hf = (model.config.architectures or [type(model).__name__])[0]

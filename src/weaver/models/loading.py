@@ -258,13 +258,21 @@ def _run_base(run_dir: Path, adapter: Path | None) -> str:
 
 
 def load_tokenizer(spec: str | os.PathLike | ResolvedModel):
-    """The tokenizer (with chat template) of a model spec; pad token defaults to EOS."""
+    """The tokenizer of a model spec; pad token defaults to EOS.
+
+    A decoder-only model's tokenizer keeps its chat template; an encoder-decoder model's has it removed
+    (weaver.models.arch.plain_prompts), so every stage renders its source as the plain prompt.
+    """
     from transformers import AutoTokenizer
+
+    from weaver.models.arch import is_seq2seq, plain_prompts
 
     resolved = spec if isinstance(spec, ResolvedModel) else resolve(spec)
     tok = AutoTokenizer.from_pretrained(resolved.base_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if is_seq2seq(resolved.base_dir):
+        plain_prompts(tok)
     return tok
 
 
@@ -281,7 +289,8 @@ def load_model(
     """Load a model and its tokenizer, ready for inference (eval mode).
 
     Args:
-        spec: catalog name, HF folder, .gguf file or tuned run directory.
+        spec: catalog name, HF folder (decoder-only or encoder-decoder, weaver.models.arch), .gguf file or
+            tuned run directory.
         dtype: auto | float32 | bfloat16.
         merge: fold a run's adapter into the base weights (faster generation) where its method allows it
             (MERGEABLE); prefix and bottleneck adapters stay unmerged.
@@ -294,11 +303,11 @@ def load_model(
         ModelNotFoundError: when the spec cannot be resolved.
         WeaverError: int8 requested with bfloat16 weights.
     """
-    from transformers import AutoModelForCausalLM
+    from weaver.models.arch import auto_class
 
     resolved = resolve(spec)
     tok = load_tokenizer(resolved)
-    model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=resolve_dtype(dtype))
+    model = auto_class(resolved.base_dir).from_pretrained(resolved.base_dir, dtype=resolve_dtype(dtype))
     adapter = resolved.adapter_dir if with_adapter else None
     mergeable = adapter is not None and resolved.kind in MERGEABLE
     if adapter is not None and not mergeable and quantize != "none":
