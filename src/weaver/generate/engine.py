@@ -167,9 +167,12 @@ def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) ->
     import json
     from pathlib import Path
 
+    from weaver.models.arch import is_seq2seq
     from weaver.models.export import ARCHS, MERGEABLE
     from weaver.models.loading import resolve
 
+    if Path(str(spec)).suffix != ".gguf" and is_seq2seq(resolve(spec).base_dir):
+        return "an encoder-decoder model (T5, BART): Weaver's llama.cpp backend decodes decoder-only GGUFs"
     if importlib.util.find_spec("xllamacpp") is None:
         return "xllamacpp is not installed"
     if Path(str(spec)).suffix == ".gguf":
@@ -193,8 +196,8 @@ def choose_backend(requested: str, spec: str | os.PathLike, adapters: dict[str, 
     """The decoding backend for `--backend requested` ("auto" picks one) and the reason, for a log line.
 
     auto: transformers on a GPU, and wherever llama.cpp cannot serve the request (beam search, --quantize int8,
-    an architecture or adapter it cannot run); otherwise llama.cpp, which decodes several times faster on a CPU
-    at equal quality (bench/RESULTS.md, sections decode_speed and serve_load).
+    an encoder-decoder model, an architecture or adapter it cannot run); otherwise llama.cpp, which decodes several
+    times faster on a CPU at equal quality (bench/RESULTS.md, sections decode_speed and serve_load).
 
     Raises:
         ConfigError: an unknown backend name.

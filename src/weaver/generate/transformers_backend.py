@@ -1,4 +1,4 @@
-"""The transformers backend: a causal LM (plain, peft-wrapped with several adapters, or prefix-tuned) decoding rows.
+"""The transformers backend: a causal or seq2seq LM (plain, peft-wrapped with several adapters, or prefix-tuned).
 
     backend = TransformersBackend(settings); backend.plan(); backend.load()   # the server: loads by spec
     backend = TransformersBackend.from_model(model, tokenizer)                 # a model already in memory
@@ -9,6 +9,10 @@ criterion, which stops finished rows (stop string, limit, cancel, deadline). One
 (`sampling_kwargs`): the repetition penalty ignores each row's padding, so a prompt gets the same reply
 alone or in a batch; then temperature, then top-p. Beam search (num_beams > 1) decodes without streaming
 and hands each row its best beam afterwards.
+
+An encoder-decoder model (T5, BART; weaver.models.arch) is decoded by the same path: its sources are
+right-padded and end in EOS (weaver.data.tokenize.encode_source), generate runs the encoder once per batch and
+the decoder on every row together, and a prompt's n sampled candidates share one encoding.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ def model_generate(model, input_ids, attention_mask, pad_token_id: int, **kwargs
     tiny test model). Here the base model generates from a cache prefilled with the virtual tokens' keys and
     values, with one attended placeholder column per virtual token so that positions start after them, as
     in training; the placeholders are cut from the returned ids. Logits processors see those columns.
+    An encoder-decoder model's prefix (peft's EncoderDecoderCache) is handed over the same way, without
+    placeholders: its decoder ids start at the decoder start token (a test checks the scores against the
+    teacher-forced logits of training).
     """
     n = virtual_tokens(model)
     if not n:
@@ -71,6 +78,9 @@ def model_generate(model, input_ids, attention_mask, pad_token_id: int, **kwargs
     beams = int(kwargs.get("num_beams", 1) or 1)
     expand = beams if beams > 1 else int(kwargs.get("num_return_sequences", 1) or 1)
     cache = model.get_prompt(batch_size=rows * expand)
+    if model.config.is_encoder_decoder:  # the prefix is the decoder's cache; the encoder reads the source alone
+        return model.get_base_model().generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                                               pad_token_id=pad_token_id, **kwargs)
     input_ids = torch.cat([torch.full((rows, n), pad_token_id, dtype=input_ids.dtype), input_ids], dim=1)
     attention_mask = torch.cat([torch.ones((rows, n), dtype=attention_mask.dtype), attention_mask], dim=1)
     out = model.get_base_model().generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
@@ -99,6 +109,28 @@ def sampling_kwargs(repetition_penalty: float, temperature: float, top_p: float,
     if procs:
         kw["logits_processor"] = LogitsProcessorList(procs)
     return kw
+
+
+def _prompt_groups(rows: list[Row]) -> list[list[Row]]:
+    """Rows cut into runs of consecutive rows with the same prompt (a prompt's n candidates)."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        if groups and groups[-1][0].prompt_ids == row.prompt_ids:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _candidate_groups(rows: list[Row]) -> list[list[Row]] | None:
+    """Rows as runs of one prompt's candidates when every prompt has the same number n > 1 of them, else None.
+
+    An encoder-decoder model then encodes each source once and samples its n candidates from that encoding
+    (generate's num_return_sequences), instead of running the encoder n times.
+    """
+    groups = _prompt_groups(rows)
+    n = len(groups[0])
+    return groups if n > 1 and all(len(g) == n for g in groups) else None
 
 
 class TransformersBackend(Backend):
@@ -144,8 +176,7 @@ class TransformersBackend(Backend):
         return self
 
     def load(self) -> None:
-        from transformers import AutoModelForCausalLM
-
+        from weaver.models.arch import auto_class
         from weaver.models.loading import attach_adapter, load_tokenizer, resolve_dtype
 
         if not self.model_ids:
@@ -153,7 +184,7 @@ class TransformersBackend(Backend):
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         tokenizer = load_tokenizer(self.base_dir)
-        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=resolve_dtype(self.settings.dtype))
+        model = auto_class(self.base_dir).from_pretrained(self.base_dir, dtype=resolve_dtype(self.settings.dtype))
         for i, (name, adapter_dir) in enumerate(self.adapter_dirs.items()):
             if i == 0:
                 model = attach_adapter(model, adapter_dir, name)  # peft, or a bottleneck adapter (alone)
@@ -162,7 +193,12 @@ class TransformersBackend(Backend):
         self._attach(model.eval(), tokenizer, is_peft=bool(self.adapter_dirs))
 
     def _attach(self, model, tokenizer, is_peft: bool) -> None:
+        from weaver.models.arch import model_is_seq2seq, plain_prompts
+
         self.model, self.tokenizer, self.is_peft = model, tokenizer, is_peft
+        self.seq2seq = model_is_seq2seq(model)
+        if self.seq2seq:  # prompts render as the plain template, as in tuning (weaver.models.loading.load_tokenizer)
+            plain_prompts(tokenizer)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
@@ -170,6 +206,14 @@ class TransformersBackend(Backend):
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {e for e in [*eos, tokenizer.eos_token_id] if e is not None}
         self.n_parallel = 1
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt; an encoder-decoder model's source ends in EOS (as in tuning)."""
+        if self.seq2seq:
+            from weaver.data.tokenize import encode_source
+
+            return encode_source(self.tokenizer, prompt)
+        return super().encode(prompt)
 
     def _adapter_context(self, adapter: str | None):
         if not self.is_peft:
@@ -187,7 +231,10 @@ class TransformersBackend(Backend):
             RowDecoder(row, self.tokenizer, self.eos_ids)
         if params.num_beams > 1:
             return self._generate_beams(rows, params, adapter)
-        input_ids, attention, offsets = self._batch([r.prompt_ids for r in rows])
+        groups = _candidate_groups(rows) if self.seq2seq and params.temperature > 0 else None
+        kw = {"num_return_sequences": len(groups[0])} if groups else {}
+        input_ids, attention, offsets = self._batch([g[0].prompt_ids for g in groups] if groups else
+                                                    [r.prompt_ids for r in rows])
 
         class _Rows(StoppingCriteria):
             """Feeds each new token to its row and stops rows that are done (stop, limit, cancel, timeout)."""
@@ -197,7 +244,7 @@ class TransformersBackend(Backend):
                 return torch.tensor(done, dtype=torch.bool, device=ids.device)
 
         _, seconds = self._run(params, adapter, input_ids, attention, offsets, max(r.max_new_tokens for r in rows),
-                               stopping_criteria=StoppingCriteriaList([_Rows()]))
+                               stopping_criteria=StoppingCriteriaList([_Rows()]), **kw)
         for row in rows:
             row.decoder.finish("length")
         self.count(rows, seconds)
@@ -205,6 +252,11 @@ class TransformersBackend(Backend):
     def _batch(self, prompts: list[list[int]]):
         pad = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
+        if self.seq2seq:  # the encoder's source, right-padded (BART's positions start at its first token); the
+            # decoder's ids (what the repetition penalty sees) start at the decoder start token: no offsets
+            input_ids = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])
+            attention = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+            return input_ids, attention, [0] * len(prompts)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         # the columns before each row's first real token: its padding, and a prefix-tuned run's virtual tokens
@@ -225,12 +277,7 @@ class TransformersBackend(Backend):
 
     def _generate_beams(self, rows: list[Row], params: BatchParams, adapter: str | None) -> None:
         """Beam search: rows with the same prompt (a prompt's n candidates) get its n best beams, in order."""
-        groups: list[list[Row]] = []
-        for row in rows:
-            if groups and groups[-1][0].prompt_ids == row.prompt_ids:
-                groups[-1].append(row)
-            else:
-                groups.append([row])
+        groups = _prompt_groups(rows)
         n = len(groups[0])
         if any(len(g) != n for g in groups) or n > params.num_beams:
             raise ConfigError("beam search gives each prompt of a batch the same number of candidates, at most "
@@ -239,7 +286,8 @@ class TransformersBackend(Backend):
         ordered = [row for g in groups for row in g]
         out, seconds = self._run(params, adapter, input_ids, attention, offsets, max(r.max_new_tokens for r in rows),
                                  num_beams=params.num_beams, num_return_sequences=n, early_stopping=True)
-        for row, seq in zip(ordered, out[:, input_ids.shape[1]:].tolist()):
+        new = out[:, 1:] if self.seq2seq else out[:, input_ids.shape[1]:]  # seq2seq: after the decoder start token
+        for row, seq in zip(ordered, new.tolist()):
             for token in seq:
                 if row.decoder.push(int(token)):
                     break
