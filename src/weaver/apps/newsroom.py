@@ -38,6 +38,19 @@ from weaver.safety import SafetyPolicy, load_policy
 
 log = logging.getLogger(__name__)
 TEXT_KEYS = ("text", "article", "input", "content")
+WORDS = {  # the digest's own words, in the language of the run (--lang)
+    "en": {"digest": "News digest", "alternatives": "Alternative headlines:", "failed": "Not processed",
+           "grounding": "Grounding ({:.0%} of summary sentences supported by the article):",
+           "supported": "supported", "unsupported": "unsupported", "UNSUPPORTED": "**UNSUPPORTED**",
+           "article": "article", "missing": "not in the article", "Missing": "Not in the article",
+           "no_source": "no article sentence supports it", "sources": "Sources of each summary sentence ({:.0%} "
+           "supported)", "sep": ", ", "colon": ": ", "stop": "."},
+    "zh": {"digest": "新闻摘要汇编", "alternatives": "备选标题：", "failed": "未处理",
+           "grounding": "依据（摘要中 {:.0%} 的句子有原文支持）：", "supported": "有依据", "unsupported": "无依据",
+           "UNSUPPORTED": "**无依据**", "article": "原文", "missing": "原文中没有", "Missing": "原文中没有",
+           "no_source": "原文没有句子支持这一句", "sources": "摘要各句的出处（{:.0%} 有依据）", "sep": "、",
+           "colon": "：", "stop": "。"},
+}
 
 
 @dataclass
@@ -175,7 +188,7 @@ def _done(path: Path, sha: str) -> dict | None:
 
 def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
                  policy: SafetyPolicy | None = None, seed: int = 0, max_new_tokens: int | None = None,
-                 progress: bool = True, grounding: bool = True) -> NewsroomResult:
+                 progress: bool = True, grounding: bool = True, lang: str | None = None) -> NewsroomResult:
     """Process every article not already done, then write digest.md and digest.html.
 
     Args:
@@ -188,6 +201,7 @@ def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: 
         max_new_tokens: cap on new tokens per output (default: the tasks' own limits).
         progress: show a tqdm progress bar.
         grounding: tie each summary sentence to the article sentences that support it.
+        lang: language of the digest's headings and labels, en | zh (default: the source's instruction language).
     Returns:
         A NewsroomResult.
     Raises:
@@ -220,61 +234,64 @@ def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: 
             atomic_write_text(target, json.dumps(entry, ensure_ascii=False, indent=2) + "\n")
             result.done.append(art.id)
         entries[art.id] = entry
-    write_digest(out, [entries[a.id] for a in articles if a.id in entries], result.failed)
+    write_digest(out, [entries[a.id] for a in articles if a.id in entries], result.failed,
+                 lang or getattr(source, "lang", "en"))
     return result
 
 
-def write_digest(out: Path, entries: list[dict], failed: dict[str, str]) -> None:
-    """Write digest.md and digest.html (in the given order) atomically."""
-    md = ["# News digest", ""]
+def write_digest(out: Path, entries: list[dict], failed: dict[str, str], lang: str = "en") -> None:
+    """Write digest.md and digest.html (in the given order) atomically, labelled in `lang` (en | zh)."""
+    w = WORDS.get(lang, WORDS["en"])
+    md = [f"# {w['digest']}", ""]
     for e in entries:
         md += [f"## {e['headline'] or e['title'] or e['id']}", "", e["summary"], ""]
-        md += _grounding_md(e.get("grounding"))
+        md += _grounding_md(e.get("grounding"), w)
         if e["alternatives"]:
-            md += ["Alternative headlines:", ""] + [f"- {a}" for a in e["alternatives"]] + [""]
+            md += [w["alternatives"], ""] + [f"- {a}" for a in e["alternatives"]] + [""]
         md += [f"<sub>{e['id']} · {e['source']}</sub>", ""]
     if failed:
-        md += ["## Not processed", ""] + [f"- {k}: {v}" for k, v in failed.items()] + [""]
+        md += [f"## {w['failed']}", ""] + [f"- {k}: {v}" for k, v in failed.items()] + [""]
     atomic_write_text(out / "digest.md", "\n".join(md))
     esc = html.escape
     body = []
     for e in entries:
         alts = "".join(f"<li>{esc(a)}</li>" for a in e["alternatives"])
         body.append(
-            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2>{_summary_html(e)}"
-            + (f"<p class=alt>Alternative headlines:</p><ul>{alts}</ul>" if alts else "")
+            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2>{_summary_html(e, w)}"
+            + (f"<p class=alt>{esc(w['alternatives'])}</p><ul>{alts}</ul>" if alts else "")
             + f"<p class=src>{esc(e['id'])} · {esc(e['source'])}</p></article>"
         )
     if failed:
         items = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in failed.items())
-        body.append(f"<section class=failed><h2>Not processed</h2><ul>{items}</ul></section>")
+        body.append(f"<section class=failed><h2>{esc(w['failed'])}</h2><ul>{items}</ul></section>")
     page = (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>News digest</title><style>"
+        f"<!doctype html><html lang={'zh' if lang == 'zh' else 'en'}><head><meta charset=utf-8>"
+        f"<title>{esc(w['digest'])}</title><style>"
         "body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}"
         "article{border-bottom:1px solid #ddd;padding:.5rem 0}h2{font-size:1.2rem;margin:.5rem 0}"
         ".alt{margin-bottom:0;color:#555}.src{color:#888;font-size:.8rem}.failed{color:#a00}"
         ".unsup{background:#fde2e2}.ground{font-size:.85rem;color:#555}.ground li{margin:.2rem 0}"
-        "</style></head><body><h1>News digest</h1>" + "".join(body) + "</body></html>\n"
+        f"</style></head><body><h1>{esc(w['digest'])}</h1>" + "".join(body) + "</body></html>\n"
     )
     atomic_write_text(out / "digest.html", page)
 
 
-def _grounding_md(g: dict | None) -> list[str]:
+def _grounding_md(g: dict | None, w: dict = WORDS["en"]) -> list[str]:
     """Markdown lines: each summary sentence with its supporting article sentences, or UNSUPPORTED."""
     if not g or not g.get("sentences"):
         return []
-    lines = [f"Grounding ({g['faithfulness']:.0%} of summary sentences supported by the article):", ""]
+    lines = [w["grounding"].format(g["faithfulness"]), ""]
     for s in g["sentences"]:
-        mark = "supported" if s["supported"] else "**UNSUPPORTED**"
+        mark = w["supported"] if s["supported"] else w["UNSUPPORTED"]
         lines.append(f"- {mark} ({s['score']:.2f}): {s['text']}")
         if s["supported"]:
-            lines += [f"  - article: \u201c{src['text']}\u201d" for src in s["sources"][:1]]
+            lines += [f"  - {w['article']}{w['colon']}\u201c{src['text']}\u201d" for src in s["sources"][:1]]
         if s["unsupported_entities"]:
-            lines.append(f"  - not in the article: {', '.join(s['unsupported_entities'])}")
+            lines.append(f"  - {w['missing']}{w['colon']}{w['sep'].join(s['unsupported_entities'])}")
     return lines + [""]
 
 
-def _summary_html(e: dict) -> str:
+def _summary_html(e: dict, w: dict = WORDS["en"]) -> str:
     """The summary as escaped sentences (unsupported ones highlighted) with their sources listed below."""
     esc = html.escape
     g = e.get("grounding")
@@ -283,12 +300,12 @@ def _summary_html(e: dict) -> str:
     spans, items = [], []
     for i, s in enumerate(g["sentences"], 1):
         cls = "" if s["supported"] else " class=unsup"
-        spans.append(f"<span{cls} title='{esc('supported' if s['supported'] else 'unsupported')} "
+        spans.append(f"<span{cls} title='{esc(w['supported'] if s['supported'] else w['unsupported'])} "
                      f"({s['score']:.2f})'>{esc(s['text'])}</span>")
         srcs = "; ".join(f"\u201c{esc(src['text'])}\u201d" for src in s["sources"][:1]) if s["supported"] else \
-            "no article sentence supports it"
-        missing = (f" Not in the article: {esc(', '.join(s['unsupported_entities']))}."
+            esc(w["no_source"])
+        missing = (f" {esc(w['Missing'])}{w['colon']}{esc(w['sep'].join(s['unsupported_entities']))}{w['stop']}"
                    if s["unsupported_entities"] else "")
         items.append(f"<li>{i}. {srcs}{missing}</li>")
-    return (f"<p>{' '.join(spans)}</p><details class=ground><summary>Sources of each summary sentence "
-            f"({g['faithfulness']:.0%} supported)</summary><ol>{''.join(items)}</ol></details>")
+    return (f"<p>{' '.join(spans)}</p><details class=ground><summary>{esc(w['sources'].format(g['faithfulness']))}"
+            f"</summary><ol>{''.join(items)}</ol></details>")
