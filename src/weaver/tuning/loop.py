@@ -34,6 +34,7 @@ from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
 from weaver.tuning.dpo import PreferenceLoss, attach_reference, dev_preferences
 from weaver.tuning.step import (
     CausalLMLoss,
+    Seq2SeqLMLoss,
     autocast,
     choose_precision,
     make_optimizer,
@@ -67,6 +68,8 @@ class TrainData:
     lang: str = "en"
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
+    seq2seq: bool = False
+    """An encoder-decoder model: input_ids is the source, every label a target (Seq2SeqLMLoss)."""
     reference_adapter: bool = False
     """train.objective dpo: the reference keeps the adapter on (a tuned run's adapter continued), else disables it."""
 
@@ -102,7 +105,9 @@ class Trainer:
         self.world = self.acc.num_processes
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
-        if self.t.objective == "dpo":
+        if data.seq2seq:
+            loss_mod = Seq2SeqLMLoss(model)
+        elif self.t.objective == "dpo":
             loss_mod = PreferenceLoss(model, self.t.dpo_beta, self.t.dpo_loss_type,
                                       full_forward=self.t.method == "prefix")
         else:
@@ -162,7 +167,7 @@ class Trainer:
             total += float(loss.detach())
             real = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
             self.state["tokens"] += int(real)
-            self.state["target_tokens"] += int((batch["labels"][:, 1:] != -100).sum())
+            self.state["target_tokens"] += int((batch["labels"][:, 0 if self.data.seq2seq else 1:] != -100).sum())
         mean = total / len(micro)
         if self.world > 1:
             mean = float(self.acc.reduce(torch.tensor(mean, device=self.acc.device), reduction="mean"))

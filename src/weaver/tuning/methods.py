@@ -1,4 +1,4 @@
-"""PEFT method builders: turn a pretrained causal LM into the model that `weaver tune` trains.
+"""PEFT method builders: turn a pretrained causal or seq2seq LM into the model that `weaver tune` trains.
 
     model = build_trainable(base_model, cfg.train, total_steps=120)
     print(trainable_summary(model))
@@ -64,24 +64,27 @@ def _targets(train: TrainConfig, model=None):
 
 
 def peft_config(model, train: TrainConfig, total_steps: int):
-    """The peft config object for a PEFT method (lora, adalora, prefix, ia3).
+    """The peft config object for a PEFT method (lora, adalora, prefix, ia3), for a causal or a seq2seq LM.
 
     Raises:
         ConfigError: a setting that this method does not support.
     """
     from peft import AdaLoraConfig, IA3Config, LoraConfig, PrefixTuningConfig, TaskType
 
+    from weaver.models.arch import model_is_seq2seq
+
+    task = TaskType.SEQ_2_SEQ_LM if model_is_seq2seq(model) else TaskType.CAUSAL_LM
     layers = selected_layers(model, train)
     if train.method == "lora":
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM, r=train.lora_r, lora_alpha=train.lora_alpha,
+            task_type=task, r=train.lora_r, lora_alpha=train.lora_alpha,
             lora_dropout=train.lora_dropout, target_modules=_targets(train, model if layers else None),
             layers_to_transform=layers,
         )
     if train.method == "adalora":
         # AdaLoRA prunes ranks from init_r down to target_r between tinit and total_step - tfinal.
         return AdaLoraConfig(
-            task_type=TaskType.CAUSAL_LM, init_r=train.lora_r, target_r=max(1, train.lora_r // 2),
+            task_type=task, init_r=train.lora_r, target_r=max(1, train.lora_r // 2),
             lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
             target_modules=_targets(train, model if layers else None),
             layers_to_transform=layers, total_step=max(total_steps, 3),
@@ -91,12 +94,12 @@ def peft_config(model, train: TrainConfig, total_steps: int):
         raise ConfigError(f"train.layers / train.top_layers apply to lora, adalora, adapter and freeze, "
                           f"not {train.method}")
     if train.method == "prefix":
-        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=train.num_virtual_tokens)
+        return PrefixTuningConfig(task_type=task, num_virtual_tokens=train.num_virtual_tokens)
     if train.method == "ia3":
         if _targets(train) == "all-linear":
-            return IA3Config(task_type=TaskType.CAUSAL_LM)  # peft's per-architecture default modules
-        ff = [m for m in train.target_modules if m in ("down_proj", "fc2", "c_proj", "w2")]
-        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=train.target_modules, feedforward_modules=ff)
+            return IA3Config(task_type=task)  # peft's per-architecture default modules
+        ff = [m for m in train.target_modules if m in ("down_proj", "fc2", "c_proj", "w2", "wo")]
+        return IA3Config(task_type=task, target_modules=train.target_modules, feedforward_modules=ff)
     raise ConfigError(f"train.method {train.method!r} is not a peft method")
 
 
@@ -130,7 +133,8 @@ def _bottleneck(model, train: TrainConfig):
     return BottleneckModel(model, settings).train()
 
 
-DROPOUT_CONFIG_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop")
+DROPOUT_CONFIG_KEYS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop",
+                       "dropout_rate", "activation_dropout")
 
 
 def set_dropout(model, p: float) -> int:
@@ -210,6 +214,12 @@ def enable_checkpointing(model) -> int:
         raise ConfigError("train.gradient_checkpointing does not work with prefix tuning (its virtual tokens live "
                           "in the attention cache, which checkpointed blocks drop); set it to false")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if base.config.is_encoder_decoder:  # two stacks: transformers checkpoints every block of both
+        if not base.supports_gradient_checkpointing:
+            log.warning("train.gradient_checkpointing: %s does not support it; ignored", type(base).__name__)
+            return 0
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return sum(isinstance(m, GradientCheckpointingLayer) for m in base.modules())
     layers = list(base.get_decoder().layers)
     trained = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
     if not trained or not all(isinstance(layer, GradientCheckpointingLayer) for layer in layers):

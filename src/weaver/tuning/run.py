@@ -46,19 +46,26 @@ def prompt_instruction(records, data_cfg) -> str:
     return counts.most_common(1)[0][0] if counts else task_instruction(data_cfg)
 
 
-def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
+def prepare_data(cfg: RunConfig, tokenizer, seq2seq: bool = False) -> tuple[TrainData, dict]:
     """Load the splits and encode them with the one prompt renderer (weaver.data).
 
+    Args:
+        seq2seq: the model is an encoder-decoder (weaver.models.arch): source and target are encoded apart
+            (weaver.data.tokenize.encode_seq2seq_example, data.max_source_len / data.max_target_len).
     Returns:
         (TrainData for the loop, the splits report with the instruction used).
     Raises:
-        ConfigError / DataError: from weaver.data (missing file, malformed records).
+        ConfigError / DataError: from weaver.data (missing file, malformed records), or a setting that does not
+            fit the model's kind (max_source_len on a decoder-only model; pack or dpo on an encoder-decoder).
     """
     from weaver.data.splits import load_splits
     from weaver.data.tasks import render_prompt
-    from weaver.data.tokenize import Collator, encode_example
+    from weaver.data.tokenize import Collator, Seq2SeqCollator, encode_example, encode_seq2seq_example
     from weaver.tuning.backtranslate import backtranslate
 
+    max_source, max_target = cfg.data.seq2seq_limits(seq2seq)
+    if seq2seq:
+        _refuse_for_seq2seq(cfg)
     if cfg.train.objective == "dpo":
         return _prepare_pairs(cfg, tokenizer)
     splits = load_splits(cfg.data, tokenizer, translate=backtranslate)  # backtranslate generates: a tuning step
@@ -66,14 +73,40 @@ def prepare_data(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
         raise ConfigError(f"no training records left in {cfg.data.train} after splitting and de-duplication")
 
     def encode(records):
-        return [encode_example(tokenizer, render_prompt(tokenizer, r, cfg.data), r.output, cfg.data.max_seq_len)
-                for r in records]
+        prompts = [render_prompt(tokenizer, r, cfg.data) for r in records]
+        if seq2seq:
+            return [encode_seq2seq_example(tokenizer, p, r.output, max_source, max_target)
+                    for p, r in zip(prompts, records)]
+        return [encode_example(tokenizer, p, r.output, cfg.data.max_seq_len) for p, r in zip(prompts, records)]
 
     train = encode(splits.train)
-    data = _train_data(cfg, tokenizer, train, train, encode(splits.dev), splits.dev,
-                       Collator(tokenizer.pad_token_id, pack=cfg.data.pack))
+    collate = Seq2SeqCollator(tokenizer.pad_token_id) if seq2seq else Collator(tokenizer.pad_token_id,
+                                                                                 pack=cfg.data.pack)
+    data = _train_data(cfg, tokenizer, train, train, encode(splits.dev), splits.dev, collate)
+    data.seq2seq = seq2seq
     report = {**splits.report, "instruction": prompt_instruction(splits.train, cfg.data)}
     return data, report
+
+
+def _refuse_for_seq2seq(cfg: RunConfig) -> None:
+    """Settings an encoder-decoder model cannot take, refused with the flag to change.
+
+    Raises:
+        ConfigError: data.pack, train.objective dpo, or a decoder-only method / block selection.
+    """
+    t = cfg.train
+    if cfg.data.pack:
+        raise ConfigError("data.pack packs decoder-only sequences; an encoder-decoder model (T5, BART) trains on "
+                          "padded source/target batches: set data.pack to false")
+    if t.objective == "dpo":
+        raise ConfigError("train.objective dpo is implemented for decoder-only models; an encoder-decoder model "
+                          "(T5, BART) tunes with train.objective sft")
+    if t.method in ("adapter", "freeze"):
+        raise ConfigError(f"train.method {t.method} picks decoder-only blocks; for an encoder-decoder model (T5, "
+                          "BART) use lora, adalora, ia3, prefix or full")
+    if t.layers is not None or t.top_layers is not None:
+        raise ConfigError("train.layers / train.top_layers number the blocks of a decoder-only model; an "
+                          "encoder-decoder model (T5, BART) has two stacks: drop them (all blocks are adapted)")
 
 
 def _prepare_pairs(cfg: RunConfig, tokenizer) -> tuple[TrainData, dict]:
@@ -133,18 +166,21 @@ def _train_data(cfg: RunConfig, tokenizer, train: list, lengths: list, dev: list
 def load_base(cfg: RunConfig):
     """(fp32 model, tokenizer, the resolved model spec) of cfg.model.name for training.
 
+    A decoder-only folder loads as AutoModelForCausalLM, an encoder-decoder one as AutoModelForSeq2SeqLM
+    (weaver.models.arch).
+
     A tuned run is accepted only with train.objective dpo, which continues its adapter (continue_adapter).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from weaver.models.arch import auto_class
     from weaver.models.loading import load_tokenizer, resolve
 
     resolved = resolve(cfg.model.name)
     if resolved.adapter_dir is not None and cfg.train.objective == "sft":
         raise ConfigError(f"model.name {cfg.model.name} is a tuned run: tune from its base {resolved.base_spec!r}")
-    tok = load_tokenizer(resolved)
-    model = AutoModelForCausalLM.from_pretrained(resolved.base_dir, dtype=torch.float32)
+    tok = load_tokenizer(resolved)  # an encoder-decoder model's has no chat template: plain prompts
+    model = auto_class(resolved.base_dir).from_pretrained(resolved.base_dir, dtype=torch.float32)
     model.config.use_cache = False
     return model, tok, resolved
 
@@ -219,12 +255,13 @@ def _setup(cfg: RunConfig, acc, folder) -> tuple[Trainer, dict]:
     """
     from accelerate.utils import set_seed
 
+    from weaver.models.arch import model_is_seq2seq
     from weaver.tuning.methods import build_trainable, enable_checkpointing, trainable_summary
 
     run_dir = Path(cfg.train.out_dir)
     set_seed(cfg.train.seed)
     model, tok, resolved = load_base(cfg)
-    data, report = prepare_data(cfg, tok)
+    data, report = prepare_data(cfg, tok, seq2seq=model_is_seq2seq(model))
     _, total = plan_steps(len(data.batches(0)), acc.num_processes, cfg.train)
     if resolved.adapter_dir is not None:
         model = continue_adapter(model, resolved, cfg.train)
@@ -238,6 +275,8 @@ def _setup(cfg: RunConfig, acc, folder) -> tuple[Trainer, dict]:
     acc.wait_for_everyone()
     trainer = Trainer(model, tok, data, cfg, run_dir, accelerator=acc)
     facts = {"method": cfg.train.method, "objective": cfg.train.objective, "base_model": cfg.model.name,
+             "architecture": (model.config.architectures or [type(model).__name__])[0],
+             "model_kind": "seq2seq" if data.seq2seq else "causal",
              **trainable_summary(model),
              "checkpointed_blocks": checkpointed,
              "instruction": report["instruction"], "data": {k: report.get(k) for k in ("counts", "fingerprint")}}

@@ -86,6 +86,24 @@ class CausalLMLoss(torch.nn.Module):
         return F.cross_entropy(logits.float(), shifted[mask]), n
 
 
+class Seq2SeqLMLoss(torch.nn.Module):
+    """Mean cross-entropy over the target tokens of an encoder-decoder model (T5, BART), as one module.
+
+    forward(input_ids, attention_mask, labels) -> (loss, number of target tokens): the encoder reads the
+    source once, the decoder is teacher-forced on the labels shifted right (the model's own forward, so peft's
+    prefix tuning and AdaLoRA's regulariser apply). Every decoder position is a target, so there are no
+    prompt positions to skip as CausalLMLoss does.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)
+        return out.loss, (labels != -100).sum()
+
+
 def make_optimizer(model, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay) or SGD with momentum (weight decay = L2) over the trainable params."""
     params = [p for p in model.parameters() if p.requires_grad]
