@@ -4,6 +4,8 @@
     .venv/bin/python bench/time_to_quality.py --smoke        # tiny random model, a few steps, < 1 min
     .venv/bin/python bench/time_to_quality.py --contenders llamafactory --max-steps 3 --n-test 10
     .venv/bin/python bench/time_to_quality.py --resume       # keep finished training runs and scores
+    .venv/bin/python bench/time_to_quality.py --task adgen   # Chinese ad copy on Gemma-3-270M (also: --task lcsts)
+    .venv/bin/python bench/time_to_quality.py --task lcsts --smoke --contenders weaver,hf_plain
 
 Contenders (bench/contenders/): weaver's default recipe (`weaver tune` with the shipped dialogsum preset),
 a plain Hugging Face recipe (Trainer + peft LoRA, fp32) and LLaMA-Factory 0.9.5 in its own venv. They get
@@ -12,6 +14,10 @@ budget counted from process launch; a checkpoint counts when its adapter file wa
 budget. After all training, every kept checkpoint is scored the same way (bench/contenders/scoring.py);
 scoring time is not on any training clock. The section `time_to_quality` of RESULTS.md and the plot
 plots/time_to_quality.png are rewritten after every step, so a long run shows partial results.
+`--task adgen|lcsts` (bench/contenders/tasks.py) runs the same race on a Chinese set with the multilingual
+Gemma-3-270M and the task's preset (configs/adgen-gemma3.yaml, configs/lcsts-gemma3.yaml); LLaMA-Factory gets
+the same examples as its alpaca dataset with its `gemma3` template; scoring reports ROUGE on characters (the
+target) and on jieba words; results go to the sections time_to_quality_adgen / _lcsts and their plots.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ sys.path.insert(0, str(BENCH))
 
 from contenders import data as bdata  # noqa: E402
 from contenders import hf_plain, llamafactory, report, scoring, weaver_recipe  # noqa: E402
+from contenders.tasks import DATA_ROOT, TASKS, load_zh  # noqa: E402
 from run import plots_dir, write_section  # noqa: E402
 
 CONTENDERS = ("weaver", "hf_plain", "llamafactory")
@@ -43,7 +50,7 @@ FULL = {"budget_min": 20.0, "epochs": 2.0, "save_steps": 5, "n_train": 300, "n_d
         "max_steps": None, "grace_s": 60.0, "max_words": 200}
 SMOKE = {**FULL, "budget_min": 1.5, "save_steps": 1, "max_steps": 2, "n_train": 8, "n_dev": 2, "n_test": 2,
          "batch_size": 4, "max_new_tokens": 8, "max_evals": 2, "grace_s": 10.0, "max_words": 40, "max_seq_len": 160}
-DATA_DIR = ROOT.parent / "shared" / "data" / "dialogsum"
+DATA_DIR = DATA_ROOT / "dialogsum"
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "smollm2-tokenizer"
 
 
@@ -229,50 +236,60 @@ def score_all(state: dict, ctx: dict, save) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Time-to-quality benchmark: weaver vs plain HF vs LLaMA-Factory.")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, a few steps, no LLaMA-Factory")
+    ap.add_argument("--task", default="dialogsum", choices=sorted(TASKS),
+                    help="dialogsum (English, SmolLM2) or a Chinese set on Gemma-3-270M: adgen, lcsts")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated subset of {CONTENDERS}")
     ap.add_argument("--resume", action="store_true", help="reuse finished training runs and scores in --work")
     ap.add_argument("--work", default=None, help="work folder (default bench/.work/ttq or bench/.work/ttq-smoke)")
-    ap.add_argument("--preset", default=None, help="weaver preset (default configs/*dialogsum*.yaml)")
+    ap.add_argument("--preset", default=None, help="weaver preset (default: the task's, configs/*dialogsum*.yaml)")
     ap.add_argument("--weaver-extra", default="", help="extra `--section.key value` overrides for weaver tune")
     for key in ("budget_min", "epochs", "save_steps", "n_train", "n_test", "max_evals", "max_steps"):
         ap.add_argument("--" + key.replace("_", "-"), type=float if key in ("budget_min", "epochs") else int)
     args = ap.parse_args(argv)
-    s = dict(SMOKE if args.smoke else FULL)
+    task = TASKS[args.task]
+    s = {**(SMOKE if args.smoke else {**FULL, **task["overrides"]}), "lang": task["lang"],
+         "lf_template": task["lf_template"], "task": args.task}
     s.update({k: v for k, v in vars(args).items() if k in s and v is not None})
     names = [n for n in args.contenders.split(",") if n]
     if set(names) - set(CONTENDERS):
         print(f"ttq: unknown contender(s) {sorted(set(names) - set(CONTENDERS))}; choose from {CONTENDERS}")
         return 2
-    work = Path(args.work or BENCH / ".work" / ("ttq-smoke" if args.smoke else "ttq")).resolve()
+    suffix = "" if args.task == "dialogsum" else f"-{args.task}"
+    work = Path(args.work or BENCH / ".work" / (f"ttq{suffix}-smoke" if args.smoke else f"ttq{suffix}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if not DATA_DIR.is_dir():
-        write_section("time_to_quality", f"## Time to quality\n\nNot run: {DATA_DIR} (dialogsum) is not present.")
-        print(f"ttq: {DATA_DIR} not found; nothing measured")
+    data_dir = DATA_ROOT / task["data"]
+    if not data_dir.is_dir():
+        write_section(task["section"], f"## Time to quality ({task['title']})\n\nNot run: {data_dir} is not present.")
+        print(f"ttq: {data_dir} not found; nothing measured")
         return 0 if args.smoke else 1
-    ctx = {"s": s, "smoke": args.smoke, "work": work, "preset": args.preset, "lf_venv": BENCH / ".work" / "lf-venv",
-           "weaver_extra": args.weaver_extra.split(), "env": child_env(work), "lf_versions": {},
-           "data": bdata.load(DATA_DIR, s["n_train"], s["n_dev"], s["n_test"], s["max_words"])}
+    data = (bdata.load(data_dir, s["n_train"], s["n_dev"], s["n_test"], s["max_words"]) if task["lang"] == "en"
+            else load_zh(data_dir, s["n_train"], s["n_dev"], s["n_test"]))
+    ctx = {"s": s, "smoke": args.smoke, "work": work, "preset": args.preset or task["preset"],
+           "lf_venv": BENCH / ".work" / "lf-venv", "weaver_extra": args.weaver_extra.split(), "env": child_env(work),
+           "lf_versions": {}, "data": data}
     if args.smoke:
         ctx["model_dir"] = tiny_model(work / "tiny-model")
     else:
         from weaver.models.loading import resolve
 
-        ctx["model_dir"] = resolve("smollm2-135m-instruct").base_dir
+        ctx["model_dir"] = resolve(task["model"]).base_dir
     ctx["system_prompt"] = report.default_system(ctx["model_dir"])
     ctx["files"] = {k: bdata.write_jsonl(ctx["data"][k], work / "data" / f"{k}.jsonl")
                     for k in ("train", "dev", "test")}
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.is_file() else {}
-    scoring_keys = ("n_test", "max_new_tokens", "repetition_penalty", "max_words")
+    scoring_keys = ("n_test", "max_new_tokens", "repetition_penalty", "max_words", "lang")
     if any(state.get("settings", {}).get(k) != s[k] for k in scoring_keys):
         state.pop("scores", None)  # scored under other settings: score again
-    state.update(settings=s, smoke=args.smoke, command=report.command_line(argv), scorer=scoring.scorer_name())
+    state.update(settings=s, smoke=args.smoke, command=report.command_line(argv),
+                 scorer=scoring.scorer_name(task["lang"]), section=task["section"], title=task["title"],
+                 goal_ratio=task["goal"])
     state.setdefault("contenders", {})
 
     def save() -> None:
         state["lf_versions"] = ctx["lf_versions"] or state.get("lf_versions", {})
         state_path.write_text(json.dumps(state, indent=1))
-        report.publish(state, plots_dir() / "time_to_quality.png", write_section)
+        report.publish(state, plots_dir() / f"time_to_quality{suffix.replace('-', '_')}.png", write_section)
 
     for name in names:
         done = state["contenders"].get(name)
@@ -285,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     score_all(state, ctx, save)
     save()
-    print(f"ttq: done; section time_to_quality written, state in {state_path}")
+    print(f"ttq: done; section {task['section']} written, state in {state_path}")
     return 0 if all(state["contenders"][n]["status"] in ("ok", "skipped") for n in names) else 1
 
 

@@ -122,13 +122,14 @@ def write_config(path: Path, model_dir: Path, dataset_dir: Path, out_dir: Path, 
 
     Args:
         s: lora_r, lora_alpha, lora_dropout, batch_size, lr, epochs, save_steps, max_seq_len, seed,
-           max_steps (optional).
+           max_steps (optional), lf_template (LLaMA-Factory's chat template name; default smollm2, gemma3 for
+           the Chinese tasks' Gemma-3-270M).
     """
     cfg = {
         "model_name_or_path": str(model_dir), "trust_remote_code": False,
         "stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_target": "all",
         "lora_rank": s["lora_r"], "lora_alpha": s["lora_alpha"], "lora_dropout": s["lora_dropout"],
-        "dataset": "bench_train", "dataset_dir": str(dataset_dir), "template": "smollm2",
+        "dataset": "bench_train", "dataset_dir": str(dataset_dir), "template": s.get("lf_template", "smollm2"),
         "cutoff_len": s["max_seq_len"], "overwrite_cache": True, "preprocessing_num_workers": 1,
         "output_dir": str(out_dir), "logging_steps": 1, "save_steps": s["save_steps"], "plot_loss": False,
         "overwrite_output_dir": True, "report_to": "none", "save_only_model": True,

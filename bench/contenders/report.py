@@ -77,9 +77,11 @@ def plot(state: dict, summary: dict, path: Path) -> Path | None:
         ax.axhline(summary["target"], ls="--", c="grey", lw=1, label=f"target {summary['target']:.1f}")
     ax.axvline(state["settings"]["budget_min"], ls=":", c="black", lw=1, label="budget")
     ax.set_xlabel("wall-clock minutes since launch (training only)")
-    ax.set_ylabel("ROUGE-L F1 on the test dialogues")
+    zh = state["settings"].get("lang") == "zh"
+    ax.set_ylabel("ROUGE-L F1 (characters) on the test set" if zh else "ROUGE-L F1 on the test dialogues")
     n = state["settings"]["n_test"]
-    ax.set_title(f"Time to quality: dialogsum, {n} test dialogues" + (" (SMOKE)" if state.get("smoke") else ""))
+    title = state.get("title", "dialogsum").split(",")[0]
+    ax.set_title(f"Time to quality: {title}, {n} test examples" + (" (SMOKE)" if state.get("smoke") else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -95,8 +97,23 @@ def _fmt(x, nd=1, unit=""):
     return "—" if x is None else f"{x:.{nd}f}{unit}"
 
 
+def _data_line(state: dict) -> str:
+    s = state["settings"]
+    folder = {"adgen": "advertisegen", "lcsts": "lcsts"}[s["task"]]
+    return (f"- Data: `../shared/data/{folder}` (its test split is kept aside): train = `random.seed(0)`, shuffle "
+            f"train.jsonl, the first {s['n_train']}; weaver's own validation = the next {s['n_dev']} of that "
+            f"shuffle; test = the first {s['n_test']} of dev.jsonl, one reference each. Prompt: the model's chat "
+            "template around `instruction + \"\\n\\n\" + input` for every contender (LLaMA-Factory: its "
+            f"`{s.get('lf_template')}` template). ROUGE-L on characters is the target; jieba-word ROUGE-L beside it.")
+
+
 def _setup(state: dict) -> list[str]:
     s = state["settings"]
+    if s.get("lang") == "zh":
+        model = ("a 2-layer random Llama with the SmolLM2 tokenizer (smoke)" if state.get("smoke") else
+                 "the same safetensors folder converted from the optional Gemma-3-270M GGUF (make models-multilingual)")
+        return [_data_line(state), f"- Model: {model}; LoRA r={s['lora_r']} for every contender.",
+                *_setup_common(state)]
     return [
         f"- Data: `../shared/data/dialogsum`: train = `random.seed(0)`, shuffle, first {s['n_train']} of train.jsonl, "
         f"each dialogue cut to its first {s['max_words']} words; test = the first {s['n_test']} of test.jsonl "
@@ -107,6 +124,13 @@ def _setup(state: dict) -> list[str]:
         "- Model: " + ("a 2-layer random Llama with the SmolLM2 tokenizer (smoke)" if state.get("smoke") else
                        "the same safetensors folder converted from the embedded SmolLM2-135M-Instruct GGUF")
         + f"; LoRA r={s['lora_r']} for every contender.",
+        *_setup_common(state),
+    ]
+
+
+def _setup_common(state: dict) -> list[str]:
+    s = state["settings"]
+    return [
         f"- Budget: {s['budget_min']} min of wall clock per contender from process launch (imports and model "
         "loading included); a checkpoint counts when its adapter file was written within the budget. Plain HF and "
         f"LLaMA-Factory: batch {s['batch_size']}, lr {s['lr']}, alpha {s['lora_alpha']}, dropout "
@@ -159,30 +183,42 @@ def markdown(state: dict, summary: dict, plot_rel: str | None) -> str:
     """The `time_to_quality` section of RESULTS.md."""
     rows, target = summary["rows"], summary["target"]
     base = state.get("scores", {}).get("base", {})
-    lines = ["## Time to quality: weaver vs plain Hugging Face vs LLaMA-Factory (dialogsum, SmolLM2-135M)", "",
+    zh = state["settings"].get("lang") == "zh"
+    title = state.get("title", "dialogsum, SmolLM2-135M")
+    lines = [f"## Time to quality: weaver vs plain Hugging Face vs LLaMA-Factory ({title})", "",
              f"Command: `{state['command']}`" + ("  (SMOKE: tiny model, proves the pipeline only)"
                                                   if state.get("smoke") else ""), "",
              _noise_note(state), "",
              *_setup(state), "",
-             "| contender | status | checkpoints scored | final ROUGE-L | best ROUGE-L | minutes to reach "
-             f"{_fmt(target)} (the lowest best) | vs weaver |", "|---|---|---|---|---|---|---|",
-             f"| base model (no tuning) | — | — | {_fmt(base.get('rougeL'))} | — | — | — |"]
+             "| contender | status | checkpoints scored | final ROUGE-L" + (" (characters)" if zh else "")
+             + " | best ROUGE-L | minutes to reach " f"{_fmt(target)} (the lowest best) | vs weaver |"
+             + (" final ROUGE-L (jieba words) | peak RSS GB |" if zh else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if zh else ""),
+             f"| base model (no tuning) | — | — | {_fmt(base.get('rougeL'))} | — | — | — |"
+             + (f" {_fmt(base.get('rougeL_word'))} | — |" if zh else "")]
     t_w = rows.get("weaver", {}).get("t_target")
     for name, run in state["contenders"].items():
         row = rows.get(name)
         if row is None:
-            lines.append(f"| {LABELS.get(name, name)} | {run['status']} | 0 | — | — | — | — |")
+            lines.append(f"| {LABELS.get(name, name)} | {run['status']} | 0 | — | — | — | — |"
+                         + (" — | — |" if zh else ""))
             continue
         n = len(summary["curves"][name]) - (1 if base else 0)
         vs = f"{row['t_target'] / t_w:.2f}x" if (t_w and row["t_target"] is not None) else "—"
+        extra = ""
+        if zh:
+            last = [c for c in run.get("checkpoints", []) if "rougeL" in state.get("scores", {}).get(c["digest"], {})]
+            word = state["scores"][last[-1]["digest"]].get("rougeL_word") if last else None
+            extra = f" {_fmt(word)} | {_fmt(run.get('peak_rss_gb'), 2)} |"
         lines.append(f"| {LABELS.get(name, name)} | {run['status']} | {n} | {_fmt(row['final'])} | "
-                     f"{_fmt(row['best'])} | {_fmt(row['t_target'], 2)} | {vs} |")
+                     f"{_fmt(row['best'])} | {_fmt(row['t_target'], 2)} | {vs} |{extra}")
     goal = summary["goal"]
     lines.append("")
     if goal:
+        g = state.get("goal_ratio", 0.5)
         verdict = ("never reached it within the budget" if goal["t_weaver"] is None else
                    f"reached it after {goal['t_weaver']:.2f} min vs LLaMA-Factory's {goal['t_lf']:.2f} min: "
-                   f"**{goal['ratio']:.2f}x** its time (goal <= 0.5x: {'met' if goal['ratio'] <= 0.5 else 'not met'})"
+                   f"**{goal['ratio']:.2f}x** its time (goal <= {g}x: {'met' if goal['ratio'] <= g else 'not met'})"
                    if goal["ratio"] is not None else "ratio undefined (LLaMA-Factory reached it at 0 min)")
         lines.append(f"Goal check: LLaMA-Factory's final ROUGE-L is {goal['lf_final']:.1f}; weaver {verdict}.")
     else:
@@ -211,4 +247,4 @@ def publish(state: dict, plot_path: Path, write_section) -> None:
     summary = summarize(state)
     drawn = plot(state, summary, plot_path)
     rel = os.path.relpath(drawn, results_path().parent) if drawn else None
-    write_section("time_to_quality", markdown(state, summary, rel))
+    write_section(state.get("section", "time_to_quality"), markdown(state, summary, rel))

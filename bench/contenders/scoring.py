@@ -3,7 +3,9 @@
 Every contender is scored identically: the base model folder, the adapter merged into it
 (`merge_and_unload`), weaver's generation engine with greedy decoding, repetition penalty 1.1 and
 48 new tokens, the prompt rendered by `weaver.data.chat.render_messages`, and ROUGE from
-`weaver.eval.metrics.rouge` (best over the three dialogsum references; rouge-score with stemming).
+`weaver.eval.metrics.rouge` (best over the three dialogsum references; rouge-score with stemming). A Chinese
+task (settings lang "zh") is scored on characters (rouge1/2/L) and on jieba words (rouge1_word/...), both with
+weaver's tokenizers.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ ADAPTER_FILE = "adapter_model.safetensors"
 WEAVER_FILE, WEAVER_STATE = "trainable.safetensors", "state.json"
 
 
-def scorer_name() -> str:
+def scorer_name(lang: str = "en") -> str:
     """Which ROUGE code scores the predictions."""
+    if lang == "zh":
+        return ("weaver.eval.metrics.rouge: ROUGE F1 on characters (each CJK character a token, punctuation dropped) "
+                "and on jieba words (rows `(jieba words)`), rouge-score")
     try:
         from weaver.eval.metrics import rouge  # noqa: F401
 
@@ -27,8 +32,17 @@ def scorer_name() -> str:
         return "rouge-score F1 with stemming, best of the references (weaver.eval.metrics is not available)"
 
 
-def rouge_scores(preds: list[str], refs_list: list[list[str]]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 x100 over examples, each the best over its references."""
+def rouge_scores(preds: list[str], refs_list: list[list[str]], lang: str = "en") -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 x100 over examples, each the best over its references (zh: characters, plus
+    the same on jieba words as rouge1_word, rouge2_word, rougeL_word)."""
+    keys = ("rouge1", "rouge2", "rougeL")
+    if lang == "zh":
+        from weaver.eval.metrics import rouge
+
+        n = max(1, len(preds))
+        char, word = rouge(preds, refs_list, "zh", "char"), rouge(preds, refs_list, "zh", "word")
+        return {**{k: round(sum(p[k] for p in char) / n, 2) for k in keys},
+                **{f"{k}_word": round(sum(p[k] for p in word) / n, 2) for k in keys}}
     try:
         from weaver.eval.metrics import rouge
 
@@ -133,5 +147,5 @@ def evaluate(model_dir: Path, adapter_dir: Path | None, test: list[dict], settin
     t = time.perf_counter()
     outs = Generator(model, tok, batch_size=settings["gen_batch"]).generate(prompts, params)
     preds = [o[0].text for o in outs]
-    scores = rouge_scores(preds, [ex["references"] for ex in test])
+    scores = rouge_scores(preds, [ex["references"] for ex in test], settings.get("lang", "en"))
     return {**scores, "gen_s": round(time.perf_counter() - t, 1), "preds": preds}

@@ -170,3 +170,44 @@ def test_weaver_recipe_finds_the_preset_and_fits_it_to_the_smoke_model(tmp_path)
                                 {"budget_min": 20, "save_steps": 5, "extra": ["--train.lr", "1e-4"]})
     assert cmd[3:5] == ["tune", str(preset)] and cmd[-2:] == ["--train.lr", "1e-4"]
     assert cmd[cmd.index("--train.max_minutes") + 1] == "20" and "--train.max_steps" not in cmd
+
+
+def test_chinese_tasks_data_presets_and_lf_template(shared_data, tmp_path):
+    from contenders.tasks import TASKS, load_zh
+
+    for name, folder in (("adgen", "advertisegen"), ("lcsts", "lcsts")):
+        task = TASKS[name]
+        assert task["lang"] == "zh" and task["preset"].is_file() and task["lf_template"] == "gemma3"
+        d = load_zh(shared_data / folder, n_train=20, n_dev=5, n_test=7)
+        assert (len(d["train"]), len(d["dev"]), len(d["test"])) == (20, 5, 7)
+        train_ids = {x["id"] for x in d["train"]}
+        assert not train_ids & {x["id"] for x in d["dev"]} and not train_ids & {x["id"] for x in d["test"]}
+        assert d["test"][0]["references"] == [d["test"][0]["output"]]
+        assert d["train"][0]["user"] == f"{d['train'][0]['instruction']}\n\n{d['train'][0]['input']}"
+    import yaml
+
+    s = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 8, "lr": 3e-4, "epochs": 2,
+         "save_steps": 5, "max_seq_len": 256, "seed": 0, "lf_template": "gemma3"}
+    cfg = yaml.safe_load(llamafactory.write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "d", tmp_path, s)
+                         .read_text())
+    assert cfg["template"] == "gemma3" and cfg["cutoff_len"] == 256
+
+
+def test_chinese_scores_and_section_show_both_rouge_units():
+    got = scoring.rouge_scores(["这款上衣简约大方"], [["这款上衣简约时尚"]], "zh")
+    assert {"rougeL", "rougeL_word"} <= set(got) and got["rougeL"] != got["rougeL_word"]
+    state = _state({"weaver": [(2, 20.0), (3, 30.0)], "llamafactory": [(5, 22.0), (10, 28.0)]})
+    for run in state["contenders"].values():
+        run["peak_rss_gb"] = 2.5
+    for key in list(state["scores"]):
+        state["scores"][key]["rougeL_word"] = 11.0
+    state.update(command="cmd", scorer="zh rouge", title="AdvertiseGen ad copy, Gemma-3-270M", goal_ratio=0.35,
+                 section="time_to_quality_adgen")
+    state["settings"].update(task="adgen", lang="zh", lf_template="gemma3", n_train=600, n_dev=32, n_test=50,
+                             lora_r=16, batch_size=8, lr=3e-4, lora_alpha=32, lora_dropout=0.05, epochs=2,
+                             save_steps=5, repetition_penalty=1.1, max_new_tokens=160, max_evals=8)
+    s = report.summarize(state)
+    md = report.markdown(state, s, None)
+    assert "(AdvertiseGen ad copy, Gemma-3-270M)" in md and "final ROUGE-L (characters)" in md
+    assert "final ROUGE-L (jieba words) | peak RSS GB |" in md and "| 11.0 | 2.50 |" in md
+    assert "**0.30x** its time (goal <= 0.35x: met)" in md  # LLaMA-Factory's final 28.0: weaver 3 min, LF 10 min
