@@ -88,7 +88,8 @@ class LocalSource:
         import torch
 
         tok, model = self.tokenizer, self.generator.model
-        prompt_ids = tok(self.prompt(record, task), add_special_tokens=False)["input_ids"]
+        prompt_ids = self.generator.backend.encode(self.prompt(record, task))  # a seq2seq source ends in EOS
+        seq2seq = model.config.is_encoder_decoder
         out = []
         with torch.inference_mode():
             for text in texts:
@@ -96,7 +97,10 @@ class LocalSource:
                 if not ids:
                     out.append(float("-inf"))
                     continue
-                logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1]
+                if seq2seq:  # the encoder reads the source, the decoder is teacher-forced on the text
+                    logits = model(input_ids=torch.tensor([prompt_ids]), labels=torch.tensor([ids])).logits[0]
+                else:
+                    logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1]
                 logp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(ids)[:, None])
                 out.append(float(logp.mean()))
         return out
