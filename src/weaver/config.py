@@ -109,6 +109,12 @@ class DataConfig:
     """Drop dev/test records whose input also appears in train."""
     augment: dict[str, Any] = field(default_factory=dict)
     """Augmentation of the training split, e.g. {synonym: 0.1, swap: 0.05, delete: 0.05}."""
+    synthetic: str | None = None
+    """A file of synthetic records (`weaver data synth`) added to the training split only, never to dev/test."""
+    synthetic_weight: float = 1.0
+    """How much one synthetic record counts against a real one (>= 0): each is repeated int(w) times, plus once
+    more for a seeded share w - int(w) of them; 0 leaves them out. Applies to data.synthetic and to records
+    marked meta.synthetic in data.train (those never land in dev or test)."""
 
     def __post_init__(self) -> None:
         _choice("data.task", self.task, TASKS)
@@ -120,6 +126,7 @@ class DataConfig:
             raise ConfigError(f"data.split must be three non-negative ratios that sum to 1, got {self.split}")
         if self.max_seq_len < 16:
             raise ConfigError(f"data.max_seq_len must be at least 16, got {self.max_seq_len}")
+        _in_range("data.synthetic_weight", self.synthetic_weight, "[0, 100]")
         if self.max_source_len is not None and self.max_source_len < 8:
             raise ConfigError(f"data.max_source_len must be at least 8 (or none for data.max_seq_len), got "
                               f"{self.max_source_len}")

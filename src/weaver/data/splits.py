@@ -8,7 +8,10 @@ When dev or test files are not given they are carved from `data.train` by `data.
 Exact duplicates (same question, same answer) are dropped within each split; dev/test records whose
 input also appears in train are reported, and dropped when `data.drop_leaks` is true. `data.limit_train`
 keeps a seeded sample of the training set; `data.limit_dev` keeps the first N dev records.
-Augmentation (`data.augment`) is applied to the training split only, after limiting.
+Augmentation (`data.augment`) is applied to the training split only, after limiting. Synthetic records
+(meta.synthetic: in data.train, or the file data.synthetic) join the training split last, weighted by
+data.synthetic_weight (weaver.data.synthetic.mix_synthetic); they never land in dev or test, and one that
+shares its input with a dev or test record is dropped.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weaver.config import DataConfig
-from weaver.data.readers import apply_policy, read_file
+from weaver.data.readers import apply_policy, read_file, read_records
 from weaver.data.records import Record, content_key, fingerprint, input_key
+from weaver.data.synthetic import SYNTHETIC, mix_synthetic, split_synthetic
 from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -132,8 +136,16 @@ def load_splits(data_cfg: DataConfig, tokenizer=None, translate=None) -> Splits:
     dev = _read(data_cfg.dev, data_cfg, tokenizer, report, False) if data_cfg.dev else None
     test = _read(data_cfg.test, data_cfg, tokenizer, report, False) if data_cfg.test else None
     report["carved"] = [name for name, part in (("dev", dev), ("test", test)) if part is None]
+    train, synthetic = split_synthetic(train)  # a model's own text is never carved into dev or test
     train, dev, test = _carve(data_cfg, train, dev, test)
     parts = {"train": train, "dev": dev, "test": test}
+    report["synthetic"] = {"dropped_from": {}}
+    for name in ("dev", "test"):
+        parts[name], dropped = split_synthetic(parts[name])
+        report["synthetic"]["dropped_from"][name] = len(dropped)
+        if dropped:
+            log.warning("%d %s records are synthetic (meta.synthetic): dropped, a model's text is no reference",
+                        len(dropped), name)
     report["duplicates"] = {}
     for name in parts:
         parts[name], report["duplicates"][name] = dedup(parts[name])
@@ -153,9 +165,33 @@ def load_splits(data_cfg: DataConfig, tokenizer=None, translate=None) -> Splits:
 
         parts["train"], report["augment"] = augment_records(parts["train"], data_cfg.augment, data_cfg.seed,
                                                             translate)
+    parts["train"] = _add_synthetic(parts, synthetic, data_cfg, report["synthetic"])
     report["counts"] = {name: len(part) for name, part in parts.items()}
     report["fingerprint"] = {name: fingerprint(part) for name, part in parts.items()}
     return Splits(parts["train"], parts["dev"], parts["test"], report)
+
+
+def _add_synthetic(parts: dict[str, list[Record]], synthetic: list[Record], data_cfg: DataConfig,
+                   report: dict) -> list[Record]:
+    """The training split with the synthetic records (data.train's marked ones + data.synthetic's) mixed in by
+    data.synthetic_weight; those sharing their input with dev or test, or a real training record, are dropped."""
+    if data_cfg.synthetic:
+        extra = read_records(data_cfg.synthetic, data_cfg.columns or None, data_cfg.on_error)
+        for r in extra:
+            r.meta.setdefault(SYNTHETIC, {"file": data_cfg.synthetic})
+        synthetic = synthetic + extra
+    held = {input_key(r) for name in ("dev", "test") for r in parts[name]}
+    seen = {content_key(r) for r in parts["train"]}
+    kept = []
+    for r in synthetic:
+        if input_key(r) not in held and content_key(r) not in seen:
+            seen.add(content_key(r))
+            kept.append(r)
+    report.update(records=len(synthetic), leaks_or_duplicates_dropped=len(synthetic) - len(kept),
+                  weight=data_cfg.synthetic_weight)
+    mixed = mix_synthetic(parts["train"], kept, data_cfg.synthetic_weight, data_cfg.seed)
+    report["in_train"] = len(mixed) - len(parts["train"])
+    return mixed
 
 
 def _limit(train: list[Record], dev: list[Record], data_cfg: DataConfig) -> tuple[list[Record], list[Record]]:

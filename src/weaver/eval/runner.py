@@ -74,6 +74,7 @@ def load_test_records(cfg: RunConfig) -> list:
     """
     from weaver.data.preferences import is_pairs_file, load_pair_splits, read_pairs
     from weaver.data.readers import read_records
+    from weaver.data.synthetic import is_synthetic
 
     if cfg.data.test and is_pairs_file(cfg.data.test):  # preference pairs: the chosen reply is the reference
         records = [p.record for p in read_pairs(cfg.data.test, cfg.data.columns or None, cfg.data.on_error)]
@@ -88,10 +89,16 @@ def load_test_records(cfg: RunConfig) -> list:
     else:
         raise ConfigError("no test data: pass --data TEST_FILE (or --data.test FILE)")
     records = [r for r in records if references(r)]
+    synthetic = [r for r in records if is_synthetic(r)]
+    if synthetic:  # a model's own text is never a reference (weaver data synth marks what it writes)
+        log.warning("%d test records are synthetic (meta.synthetic, e.g. %s): left out of the evaluation",
+                    len(synthetic), synthetic[0].source or synthetic[0].id)
+        records = [r for r in records if not is_synthetic(r)]
     if cfg.eval.limit is not None:
         records = records[: cfg.eval.limit]
     if not records:
-        raise ConfigError("the test set is empty (no record has a reference output); check --data and --limit")
+        raise ConfigError("the test set is empty (no record has a reference output that is not synthetic); check "
+                          "--data and --limit")
     return records
 
 
