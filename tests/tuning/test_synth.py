@@ -16,7 +16,7 @@ from weaver.generate import Completion
 from weaver.safety import load_policy
 from weaver.tuning.synth import backtranslate_chunk, synthesize
 from weaver.tuning.synth_files import SynthFiles
-from weaver.tuning.synth_filters import SynthSettings, agreement, first_failure
+from weaver.tuning.synth_filters import SynthSettings, agreement, first_failure, rouge_l
 
 GOOD = "the customer cannot log in to the account"
 
@@ -62,6 +62,7 @@ def scores(**kw):
     ("write to john.doe@example.com for a refund of the order", {}, {}, "safety"),
     (GOOD, {"agreement": 0.05}, {}, "agreement"),
     (GOOD, {"logprob": -4.0}, {}, "logprob"),
+    (GOOD, {"copy": 0.9}, {"mode": "backtranslate"}, "copy"),
 ])
 def test_every_filter_removes_what_it_measures(text, extra, settings, reason):
     s = SynthSettings(**settings)
@@ -155,15 +156,34 @@ def test_resuming_with_other_settings_is_refused(tiny_model, tmp_path):
 
 def test_backtranslation_keeps_the_input_under_which_the_output_is_likeliest(tokenizer):
     outputs = [Record("ad1", "", "", "Soft cotton tee, now 20% off."), Record("ad2", "", "", "Fast steel kettle.")]
-    gen = Scripted(tokenizer, lambda p: ["colour: red", "GOOD material: cotton; price: 20", "size: xl"])
+    gen = Scripted(tokenizer, lambda p: ["colour: red", "GOOD material: cotton; price: 20",
+                                         "COPY soft cotton tee now 20% off"])
 
     def scorer(prompts, texts):  # stands in for the teacher-forced log-prob of the original output
         assert texts == [r.output for r in outputs for _ in range(3)]
-        return [-1.0 if "GOOD" in p else -6.0 for p in prompts]
+        return [-0.5 if "COPY" in p else -1.0 if "GOOD" in p else -6.0 for p in prompts]
 
     rows = backtranslate_chunk(outputs, gen, scorer, DataConfig(task="adcopy"), SynthSettings(mode="backtranslate",
                                                                                               k=3))
-    assert [r["record"].input for r in rows] == ["GOOD material: cotton; price: 20"] * 2
+    # ad1: the likeliest candidate restates ad1 (a copy, not an input), so the next best is kept; ad2: no copy
+    assert [r["record"].input for r in rows] == ["GOOD material: cotton; price: 20", "COPY soft cotton tee now 20% off"]
     assert [r["record"].output for r in rows] == [r.output for r in outputs]
-    assert all(r["scores"]["logprob"] == -1.0 and r["scores"]["k"] == 3 for r in rows)
+    assert [r["scores"]["logprob"] for r in rows] == [-1.0, -0.5] and all(r["scores"]["k"] == 3 for r in rows)
+    assert rows[0]["scores"]["copy"] < 0.5 < rouge_l("COPY soft cotton tee now 20% off", outputs[0].output, "en")
     assert "Soft cotton tee" in gen.prompts[0]  # the model was shown the output and asked for its input
+
+
+def test_the_cli_synthesizes_and_selects_on_a_model_folder(tiny_model_dir, tmp_path, capsys):
+    from weaver.cli import main
+
+    inputs = write_inputs(tmp_path / "in.jsonl", 3)
+    common = ["--model", str(tiny_model_dir), "--inputs", str(inputs), "--task", "support_reply", "--k", "2",
+              "--max-new-tokens", "4", "--backend", "transformers"]
+    assert main(["data", "synth", *common, "--out", str(tmp_path / "s.jsonl"), "--min-logprob", "-100",
+                 "--min-agreement", "0", "--min-words", "1", "--max-repeat", "100", "--dedup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 inputs done" in out and "logprob" in out
+    assert json.loads((tmp_path / "s.summary.json").read_text())["finished"] == 3
+    assert main(["data", "select", *common, "--n", "2", "--out", str(tmp_path / "pick.jsonl")]) == 0
+    assert len((tmp_path / "pick.jsonl").read_text().splitlines()) == 2
+    assert main(["data", "synth", *common, "--out", str(tmp_path / "x.jsonl"), "--k", "1"]) != 0

@@ -116,13 +116,16 @@ def _add_synth(sub) -> None:
                    help="selftrain: write outputs for inputs; backtranslate: write inputs for outputs")
     _add_model_inputs(p, "writes and scores the text")
     p.add_argument("--min-logprob", type=float, default=None,
-                   help="keep when the output's mean token log-prob (nats) is at least this (default: -1.5 "
+                   help="keep when the output's mean token log-prob (nats) is at least this (default: -2.0 "
                         "selftrain, -3.0 backtranslate)")
     p.add_argument("--calibrate", default=None, metavar="LABELLED",
                    help="labelled records: --min-logprob becomes the 10th percentile of their references' log-prob")
     p.add_argument("--min-agreement", type=float, default=None,
                    help="keep when the K samples' mean pairwise ROUGE-L F1 (0-1) is at least this (default: 0.15 "
                         "selftrain, 0 backtranslate)")
+    p.add_argument("--max-copy", type=float, default=None,
+                   help="backtranslate: drop a generated input whose ROUGE-L F1 with its output is above this "
+                        "(default: 0.5; selftrain: 1, off)")
     p.add_argument("--min-words", type=int, default=3, help="fewest words of a candidate (default: %(default)s)")
     p.add_argument("--max-words", type=int, default=400, help="most words of a candidate (default: %(default)s)")
     p.add_argument("--max-repeat", type=float, default=30.0,
@@ -179,8 +182,8 @@ def _run_synth(args) -> int:
     _check_limit(args)
     s = SynthSettings(mode=args.mode, k=args.k, temperature=args.temperature, top_p=args.top_p,
                       max_new_tokens=args.max_new_tokens, min_logprob=args.min_logprob,
-                      min_agreement=args.min_agreement, min_words=args.min_words, max_words=args.max_words,
-                      max_repeat=args.max_repeat, dedup=args.dedup, seed=args.seed)
+                      min_agreement=args.min_agreement, max_copy=args.max_copy, min_words=args.min_words,
+                      max_words=args.max_words, max_repeat=args.max_repeat, dedup=args.dedup, seed=args.seed)
     summary = synthesize(args.model, args.inputs, args.out, _data_config(args), s, backend=args.backend,
                          batch_size=args.batch_size, limit=args.limit, safety=args.safety, calibrate=args.calibrate)
     print(summary_text(summary))

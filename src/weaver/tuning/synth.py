@@ -7,10 +7,11 @@ back-translation) with a model and keeps only what passes measured filters.
 selftrain: for each unlabelled input the model writes K samples; the medoid (the sample with the highest mean
 ROUGE-L to the others) is the candidate output. backtranslate (Humpback / Weaver style): for each output that
 has no input (a headline, an ad, a reply) the model writes K candidate inputs; the one under which the original
-output is most likely is kept. Every candidate is scored (weaver.tuning.synth_filters) and kept only when it
-passes all filters: length and repetition bounds, the safety policy, agreement among the K samples, the mean
-token log-probability of the output (teacher-forced on the transformers model, since llama.cpp returns no
-log-probs) and near-duplicate removal. Kept records carry `meta.synthetic` with their scores.
+output is most likely is kept (among those that do not restate the output). Every candidate is scored
+(weaver.tuning.synth_filters) and kept only when it passes all filters: length and repetition bounds, the safety
+policy, no copy of the output (backtranslate), agreement among the K samples, the mean token log-probability of
+the output (teacher-forced on the transformers model, since llama.cpp returns no log-probs) and near-duplicate
+removal. Kept records carry `meta.synthetic` with their scores.
 
 Resumable: one JSON line per finished input is appended (and fsynced) to OUT (kept) or OUT's .rejected.jsonl
 sibling; a restarted run skips the inputs those files already hold. The summary (OUT's .summary.json) is
@@ -101,12 +102,14 @@ def backtranslate_chunk(records: list[Record], generator, scorer, data_cfg: Data
                     meta=dict(records[i].meta), source=records[i].source) for i, text in flat]
     lps = scorer([render_prompt(tok, c, data_cfg) for c in cands], [c.output for c in cands])
     rows = []
-    for i in range(len(records)):
+    for i, r in enumerate(records):
         mine = [j for j, (owner, _) in enumerate(flat) if owner == i]
-        best = max(mine, key=lambda j: lps[j])
+        copy = {j: round(F.rouge_l(flat[j][1], r.output, data_cfg.lang), 4) if flat[j][1] else 0.0 for j in mine}
+        fresh = [j for j in mine if copy[j] <= s.max_copy] or mine  # a copy of the output is no input
+        best = max(fresh, key=lambda j: lps[j])
         agree, _ = F.agreement([flat[j][1] for j in mine], data_cfg.lang)
         rows.append({"record": cands[best], "text": flat[best][1],
-                     "scores": {"logprob": lps[best], "agreement": agree, "k": len(mine)}})
+                     "scores": {"logprob": lps[best], "agreement": agree, "k": len(mine), "copy": copy[best]}})
     return rows
 
 

@@ -9,6 +9,8 @@ Filters, in the order they are applied (the summary counts how many each removed
   length     fewer than min_words or more than max_words words (characters for Chinese);
   repetition over max_repeat % of its word 3-grams already occurred earlier in it (a decoding loop);
   safety     the safety policy blocks it or finds PII to redact in it (weaver.safety);
+  copy       backtranslate: ROUGE-L F1 of the generated input with the output is above max_copy (an input that
+             repeats its output makes that output likely without saying what it was written from);
   agreement  the K samples' mean pairwise ROUGE-L F1 is below min_agreement (the model is unsure);
   logprob    its mean token log-probability (nats, teacher-forced) is below min_logprob;
   duplicate  ROUGE-L F1 of at least `dedup` with a text already kept (near-duplicate).
@@ -23,10 +25,12 @@ from weaver.errors import ConfigError
 from weaver.eval import metrics as M
 
 MODES = ("selftrain", "backtranslate")
-FILTERS = ("empty", "length", "repetition", "safety", "agreement", "logprob", "duplicate")
-DEFAULT_MIN_LOGPROB = {"selftrain": -1.5, "backtranslate": -3.0}
+FILTERS = ("empty", "length", "repetition", "safety", "copy", "agreement", "logprob", "duplicate")
+DEFAULT_MIN_LOGPROB = {"selftrain": -2.0, "backtranslate": -3.0}
 """Defaults of min_logprob: a model's own samples are far likelier under it than a human's text given a
 generated input (measured on SmolLM2-135M, docs/DATA.md); --calibrate measures one on your labelled records."""
+DEFAULT_MAX_COPY = {"selftrain": 1.0, "backtranslate": 0.5}
+"""Measured on SmolLM2-135M support replies: asked for the customer message, it often restates the reply."""
 DEFAULT_MIN_AGREEMENT = {"selftrain": 0.15, "backtranslate": 0.0}
 """Back-translated inputs legitimately differ (many inputs fit one output): off by default there."""
 
@@ -55,6 +59,8 @@ class SynthSettings:
     """Most words (characters for Chinese) a candidate may have."""
     max_repeat: float = 30.0
     """Highest share (%) of repeated word 3-grams."""
+    max_copy: float | None = None
+    """Highest ROUGE-L F1 (0-1) between a generated input and its output (backtranslate; 1 disables)."""
     dedup: float = 0.9
     """A candidate with ROUGE-L F1 of at least this to an already kept text is a near-duplicate (1 disables)."""
     seed: int = 0
@@ -76,7 +82,8 @@ class SynthSettings:
         if not 1 <= self.min_words <= self.max_words:
             raise ConfigError(f"need 1 <= --min-words <= --max-words, got {self.min_words} and {self.max_words}")
         for flag, value in (("--max-repeat", self.max_repeat), ("--dedup", self.dedup * 100),
-                            ("--min-agreement", (self.min_agreement or 0) * 100)):
+                            ("--min-agreement", (self.min_agreement or 0) * 100),
+                            ("--max-copy", (self.max_copy or 0) * 100)):
             if not 0 <= value <= 100:
                 raise ConfigError(f"{flag} is out of range (repeat: 0-100 %; dedup, agreement: 0-1), got {value}")
         if self.min_logprob is not None and not self.min_logprob <= 0:
@@ -87,6 +94,8 @@ class SynthSettings:
             self.min_logprob = DEFAULT_MIN_LOGPROB[self.mode]
         if self.min_agreement is None:
             self.min_agreement = DEFAULT_MIN_AGREEMENT[self.mode]
+        if self.max_copy is None:
+            self.max_copy = DEFAULT_MAX_COPY[self.mode]
 
     @property
     def min_logprob_set(self) -> bool:
@@ -105,6 +114,7 @@ class SynthSettings:
         """Filter name -> its bound, in words (for the summary)."""
         return {"empty": "shows nothing", "length": f"{self.min_words}-{self.max_words} words",
                 "repetition": f"<= {self.max_repeat:g}% repeated 3-grams", "safety": "policy: no block, no PII",
+                "copy": f"<= {self.max_copy:g} ROUGE-L to the output",
                 "agreement": f">= {self.min_agreement:g} ROUGE-L", "logprob": f">= {self.min_logprob:g} nats/token",
                 "duplicate": f"< {self.dedup:g} ROUGE-L to kept"}
 
@@ -156,6 +166,8 @@ def first_failure(text: str, scores: dict, s: SynthSettings, lang: str, policy, 
     decision = policy.check_output(text, app="synth")
     if decision.action != "allow":
         return "safety"
+    if scores.get("copy", 0.0) > s.max_copy:
+        return "copy"
     if scores["agreement"] < s.min_agreement:
         return "agreement"
     if scores["logprob"] < s.min_logprob:
