@@ -110,7 +110,8 @@ def one_task(a, name: str, preset: Path) -> dict:
     for label, run in (("synth", run_ms), ("active", run_active)):
         cfg = load_config(run / "config.yaml", flags({
             "model.name": str(run), "eval.base": str(run_m), "data.test": base_cfg.data.test, "eval.limit": a.limit,
-            "eval.out_dir": str(WORK / name / f"eval_{label}"), "generate.max_new_tokens": a.max_new_tokens}))
+            "eval.out_dir": str(WORK / name / f"eval_{label}"), "generate.max_new_tokens": a.max_new_tokens,
+            **({"eval.semantic": False} if a.smoke else {})}))
         reports[label] = evaluate(cfg)
     return {"summary": summary, "reports": reports, "seconds": t}
 

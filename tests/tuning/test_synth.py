@@ -56,6 +56,7 @@ def scores(**kw):
 
 @pytest.mark.parametrize("text,extra,settings,reason", [
     ("   \u200b ", {}, {}, "empty"),
+    (GOOD, {"truncated": True}, {}, "truncated"),
     ("ok", {}, {}, "length"),
     (" ".join(["word"] * 50), {}, {"max_words": 40}, "length"),
     ("reset it now " * 10, {}, {}, "repetition"),
@@ -156,7 +157,7 @@ def test_resuming_with_other_settings_is_refused(tiny_model, tmp_path):
 
 def test_backtranslation_keeps_the_input_under_which_the_output_is_likeliest(tokenizer):
     outputs = [Record("ad1", "", "", "Soft cotton tee, now 20% off."), Record("ad2", "", "", "Fast steel kettle.")]
-    gen = Scripted(tokenizer, lambda p: ["colour: red", "GOOD material: cotton; price: 20",
+    gen = Scripted(tokenizer, lambda p: ["colour: red", "GOOD fabric: jersey; colour: grey",
                                          "COPY soft cotton tee now 20% off"])
 
     def scorer(prompts, texts):  # stands in for the teacher-forced log-prob of the original output
@@ -166,10 +167,11 @@ def test_backtranslation_keeps_the_input_under_which_the_output_is_likeliest(tok
     rows = backtranslate_chunk(outputs, gen, scorer, DataConfig(task="adcopy"), SynthSettings(mode="backtranslate",
                                                                                               k=3))
     # ad1: the likeliest candidate restates ad1 (a copy, not an input), so the next best is kept; ad2: no copy
-    assert [r["record"].input for r in rows] == ["GOOD material: cotton; price: 20", "COPY soft cotton tee now 20% off"]
+    assert [r["record"].input for r in rows] == ["GOOD fabric: jersey; colour: grey",
+                                                 "COPY soft cotton tee now 20% off"]
     assert [r["record"].output for r in rows] == [r.output for r in outputs]
     assert [r["scores"]["logprob"] for r in rows] == [-1.0, -0.5] and all(r["scores"]["k"] == 3 for r in rows)
-    assert rows[0]["scores"]["copy"] < 0.5 < rouge_l("COPY soft cotton tee now 20% off", outputs[0].output, "en")
+    assert rows[0]["scores"]["copy"] < 0.3 < rouge_l("COPY soft cotton tee now 20% off", outputs[0].output, "en")
     assert "Soft cotton tee" in gen.prompts[0]  # the model was shown the output and asked for its input
 
 

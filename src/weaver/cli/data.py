@@ -125,7 +125,7 @@ def _add_synth(sub) -> None:
                         "selftrain, 0 backtranslate)")
     p.add_argument("--max-copy", type=float, default=None,
                    help="backtranslate: drop a generated input whose ROUGE-L F1 with its output is above this "
-                        "(default: 0.5; selftrain: 1, off)")
+                        "(default: 0.3; selftrain: 1, off)")
     p.add_argument("--min-words", type=int, default=3, help="fewest words of a candidate (default: %(default)s)")
     p.add_argument("--max-words", type=int, default=400, help="most words of a candidate (default: %(default)s)")
     p.add_argument("--max-repeat", type=float, default=30.0,

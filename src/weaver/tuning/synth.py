@@ -83,10 +83,10 @@ def selftrain_chunk(records: list[Record], generator, scorer, data_cfg: DataConf
     texts = [[c.text for c in out][best] for out, (_, best) in zip(outs, picks)]
     logprobs = scorer(prompts, texts)
     rows = []
-    for r, text, (agree, _), lp, out in zip(records, texts, picks, logprobs, outs):
+    for r, text, (agree, best), lp, out in zip(records, texts, picks, logprobs, outs):
         rec = Record(f"{r.id}+synth", r.instruction, r.input, text, r.system, meta=dict(r.meta), source=r.source)
         rows.append({"record": rec, "text": text, "scores": {"logprob": lp, "agreement": agree, "k": len(out),
-                                                             "truncated": out[0].finish_reason == "length"}})
+                                                             "truncated": out[best].finish_reason == "length"}})
     return rows
 
 

@@ -6,6 +6,7 @@
 
 Filters, in the order they are applied (the summary counts how many each removed):
   empty      the candidate shows nothing;
+  truncated  selftrain: the sample stopped at max_new_tokens, not at its end (training on it teaches cut-off text);
   length     fewer than min_words or more than max_words words (characters for Chinese);
   repetition over max_repeat % of its word 3-grams already occurred earlier in it (a decoding loop);
   safety     the safety policy blocks it or finds PII to redact in it (weaver.safety);
@@ -25,11 +26,11 @@ from weaver.errors import ConfigError
 from weaver.eval import metrics as M
 
 MODES = ("selftrain", "backtranslate")
-FILTERS = ("empty", "length", "repetition", "safety", "copy", "agreement", "logprob", "duplicate")
+FILTERS = ("empty", "truncated", "length", "repetition", "safety", "copy", "agreement", "logprob", "duplicate")
 DEFAULT_MIN_LOGPROB = {"selftrain": -2.0, "backtranslate": -3.0}
 """Defaults of min_logprob: a model's own samples are far likelier under it than a human's text given a
 generated input (measured on SmolLM2-135M, docs/DATA.md); --calibrate measures one on your labelled records."""
-DEFAULT_MAX_COPY = {"selftrain": 1.0, "backtranslate": 0.5}
+DEFAULT_MAX_COPY = {"selftrain": 1.0, "backtranslate": 0.3}
 """Measured on SmolLM2-135M support replies: asked for the customer message, it often restates the reply."""
 DEFAULT_MIN_AGREEMENT = {"selftrain": 0.15, "backtranslate": 0.0}
 """Back-translated inputs legitimately differ (many inputs fit one output): off by default there."""
@@ -112,9 +113,10 @@ class SynthSettings:
 
     def thresholds(self) -> dict[str, str]:
         """Filter name -> its bound, in words (for the summary)."""
-        return {"empty": "shows nothing", "length": f"{self.min_words}-{self.max_words} words",
+        return {"empty": "shows nothing", "truncated": "ended before max_new_tokens",
+                "length": f"{self.min_words}-{self.max_words} words",
                 "repetition": f"<= {self.max_repeat:g}% repeated 3-grams", "safety": "policy: no block, no PII",
-                "copy": f"<= {self.max_copy:g} ROUGE-L to the output",
+                "copy": "off" if self.max_copy >= 1 else f"<= {self.max_copy:g} ROUGE-L input/output",
                 "agreement": f">= {self.min_agreement:g} ROUGE-L", "logprob": f">= {self.min_logprob:g} nats/token",
                 "duplicate": f"< {self.dedup:g} ROUGE-L to kept"}
 
@@ -159,6 +161,8 @@ def first_failure(text: str, scores: dict, s: SynthSettings, lang: str, policy, 
     scores["repeat"] = round(M.repeated_ngram_rate([text], 3, lang)[0], 2)
     if is_blank(text):
         return "empty"
+    if scores.get("truncated"):
+        return "truncated"
     if not s.min_words <= words <= s.max_words:
         return "length"
     if scores["repeat"] > s.max_repeat:
