@@ -87,8 +87,8 @@ def one_task(a, name: str, preset: Path) -> dict:
     t0 = time.perf_counter()
     backend = "transformers" if a.smoke else base_cfg.generate.backend
     synth_out = WORK / name / "synth.jsonl"
-    loose = {"min_logprob": -100.0, "min_agreement": 0.0} if a.smoke else {}  # a random model passes nothing
-    settings = SynthSettings(k=a.k, max_new_tokens=a.max_new_tokens, **loose)
+    loose = {"min_logprob": -100.0, "min_agreement": 0.0, "keep_truncated": True, "max_new_tokens": a.max_new_tokens}
+    settings = SynthSettings(k=a.k, **(loose if a.smoke else {}))  # a random model passes nothing
     summary = synthesize(str(run_m), files["unlabelled"], synth_out, base_cfg.data, settings, backend=backend,
                          batch_size=8)
     t["synth"] = time.perf_counter() - t0

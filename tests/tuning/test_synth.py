@@ -57,6 +57,7 @@ def scores(**kw):
 @pytest.mark.parametrize("text,extra,settings,reason", [
     ("   \u200b ", {}, {}, "empty"),
     (GOOD, {"truncated": True}, {}, "truncated"),
+    (GOOD, {"truncated": True, "logprob": -9.0}, {"keep_truncated": True}, "logprob"),
     ("ok", {}, {}, "length"),
     (" ".join(["word"] * 50), {}, {"max_words": 40}, "length"),
     ("reset it now " * 10, {}, {}, "repetition"),
@@ -182,7 +183,8 @@ def test_the_cli_synthesizes_and_selects_on_a_model_folder(tiny_model_dir, tmp_p
     common = ["--model", str(tiny_model_dir), "--inputs", str(inputs), "--task", "support_reply", "--k", "2",
               "--max-new-tokens", "4", "--backend", "transformers"]
     assert main(["data", "synth", *common, "--out", str(tmp_path / "s.jsonl"), "--min-logprob", "-100",
-                 "--min-agreement", "0", "--min-words", "1", "--max-repeat", "100", "--dedup", "1"]) == 0
+                 "--min-agreement", "0", "--min-words", "1", "--max-repeat", "100", "--dedup", "1",
+                 "--keep-truncated"]) == 0
     out = capsys.readouterr().out
     assert "3/3 inputs done" in out and "logprob" in out
     assert json.loads((tmp_path / "s.summary.json").read_text())["finished"] == 3

@@ -132,6 +132,8 @@ def _add_synth(sub) -> None:
                    help="highest share (%%) of repeated word 3-grams (default: %(default)s)")
     p.add_argument("--dedup", type=float, default=0.9,
                    help="ROUGE-L F1 to a kept text at which a candidate is a near-duplicate (default: %(default)s)")
+    p.add_argument("--keep-truncated", action="store_true",
+                   help="keep samples that stopped at --max-new-tokens (default: rejected as truncated)")
     p.add_argument("--safety", default=None, help="safety policy YAML (default: the packaged policy)")
 
 
@@ -183,7 +185,8 @@ def _run_synth(args) -> int:
     s = SynthSettings(mode=args.mode, k=args.k, temperature=args.temperature, top_p=args.top_p,
                       max_new_tokens=args.max_new_tokens, min_logprob=args.min_logprob,
                       min_agreement=args.min_agreement, max_copy=args.max_copy, min_words=args.min_words,
-                      max_words=args.max_words, max_repeat=args.max_repeat, dedup=args.dedup, seed=args.seed)
+                      max_words=args.max_words, max_repeat=args.max_repeat, dedup=args.dedup,
+                      keep_truncated=args.keep_truncated, seed=args.seed)
     summary = synthesize(args.model, args.inputs, args.out, _data_config(args), s, backend=args.backend,
                          batch_size=args.batch_size, limit=args.limit, safety=args.safety, calibrate=args.calibrate)
     print(summary_text(summary))

@@ -23,7 +23,8 @@ from weaver.files import atomic_write_text
 from weaver.tuning.synth_filters import FILTERS, SynthSettings
 
 RESUMABLE = ("model", "inputs", "task", "lang", "mode", "k", "temperature", "top_p", "max_new_tokens",
-             "min_logprob", "min_agreement", "max_copy", "min_words", "max_words", "max_repeat", "dedup", "seed")
+             "min_logprob", "min_agreement", "max_copy", "min_words", "max_words", "max_repeat", "dedup",
+             "keep_truncated", "seed")
 """Settings a resumed run must share with the run that wrote the files."""
 
 

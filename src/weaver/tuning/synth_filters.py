@@ -64,6 +64,8 @@ class SynthSettings:
     """Highest ROUGE-L F1 (0-1) between a generated input and its output (backtranslate; 1 disables)."""
     dedup: float = 0.9
     """A candidate with ROUGE-L F1 of at least this to an already kept text is a near-duplicate (1 disables)."""
+    keep_truncated: bool = False
+    """Keep selftrain samples that stopped at max_new_tokens (off: they are rejected as truncated)."""
     seed: int = 0
     """Sampling seed."""
     logprob_from: str = ""
@@ -113,7 +115,7 @@ class SynthSettings:
 
     def thresholds(self) -> dict[str, str]:
         """Filter name -> its bound, in words (for the summary)."""
-        return {"empty": "shows nothing", "truncated": "ended before max_new_tokens",
+        return {"empty": "shows nothing", "truncated": "off" if self.keep_truncated else "ended before max_new_tokens",
                 "length": f"{self.min_words}-{self.max_words} words",
                 "repetition": f"<= {self.max_repeat:g}% repeated 3-grams", "safety": "policy: no block, no PII",
                 "copy": "off" if self.max_copy >= 1 else f"<= {self.max_copy:g} ROUGE-L input/output",
@@ -161,7 +163,7 @@ def first_failure(text: str, scores: dict, s: SynthSettings, lang: str, policy, 
     scores["repeat"] = round(M.repeated_ngram_rate([text], 3, lang)[0], 2)
     if is_blank(text):
         return "empty"
-    if scores.get("truncated"):
+    if scores.get("truncated") and not s.keep_truncated:
         return "truncated"
     if not s.min_words <= words <= s.max_words:
         return "length"
