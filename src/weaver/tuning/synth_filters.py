@@ -115,7 +115,8 @@ class SynthSettings:
 
     def thresholds(self) -> dict[str, str]:
         """Filter name -> its bound, in words (for the summary)."""
-        return {"empty": "shows nothing", "truncated": "off" if self.keep_truncated else "ended before max_new_tokens",
+        cut = "off" if self.keep_truncated or self.mode != "selftrain" else "ended before max_new_tokens"
+        return {"empty": "shows nothing", "truncated": cut,
                 "length": f"{self.min_words}-{self.max_words} words",
                 "repetition": f"<= {self.max_repeat:g}% repeated 3-grams", "safety": "policy: no block, no PII",
                 "copy": "off" if self.max_copy >= 1 else f"<= {self.max_copy:g} ROUGE-L input/output",
