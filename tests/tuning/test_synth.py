@@ -191,3 +191,24 @@ def test_the_cli_synthesizes_and_selects_on_a_model_folder(tiny_model_dir, tmp_p
     assert main(["data", "select", *common, "--n", "2", "--out", str(tmp_path / "pick.jsonl")]) == 0
     assert len((tmp_path / "pick.jsonl").read_text().splitlines()) == 2
     assert main(["data", "synth", *common, "--out", str(tmp_path / "x.jsonl"), "--k", "1"]) != 0
+
+
+def test_calibrate_measures_the_logprob_bound_on_labelled_references(tiny_model, tmp_path):
+    import numpy as np
+
+    from weaver.data.tasks import render_prompt
+    from weaver.tuning.synth import make_scorer
+
+    model, tok = tiny_model
+    inputs, labelled = write_inputs(tmp_path / "in.jsonl", 2), write_inputs(tmp_path / "lab.jsonl", 5)
+    cfg = DataConfig(task="support_reply")
+    summary = synthesize("tiny", inputs, tmp_path / "s.jsonl", cfg, SynthSettings(), calibrate=str(labelled),
+                         generator=Scripted(tok, by_input), scorer_model=(model, tok), progress=lambda *a: None)
+    refs = read_records(labelled)
+    expected = np.percentile(make_scorer(model, tok, cfg)([render_prompt(tok, r, cfg) for r in refs],
+                                                          [r.output for r in refs]), 10)
+    assert summary["settings"]["min_logprob"] == pytest.approx(expected, abs=1e-3)
+    assert "10th percentile of 5 labelled references" in summary["settings"]["logprob_from"]
+    with pytest.raises(ConfigError, match="--calibrate"):
+        synthesize("tiny", inputs, tmp_path / "t.jsonl", cfg, SynthSettings(min_logprob=-3.0), calibrate=str(labelled),
+                   generator=Scripted(tok, by_input), scorer_model=(model, tok), progress=lambda *a: None)
