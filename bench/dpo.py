@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run import SHARED_NOTE, write_section  # noqa: E402
 
 PRESET = ROOT / "configs" / "dialogsum-smollm2.yaml"
-DEFAULTS = {"sft_minutes": 5.0, "pairs": 160, "dev_pairs": 32, "held": 100, "limit": 100, "sft_run": None}
+DEFAULTS = {"sft_minutes": 5.0, "pairs": 160, "dev_pairs": 32, "held": 100, "limit": 100, "sft_run": None,
+            "sft_steps": None, "dpo_steps": None}
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
 
 
@@ -73,6 +74,8 @@ def sft_overrides(a) -> dict:
         return {**common, "model.name": str(talky_tiny_model()), "train.top_layers": "none", "train.max_steps": 2,
                 "train.eval_every": 0, "data.limit_train": 40, "data.limit_dev": 4, "data.max_seq_len": 256,
                 "train.gradient_checkpointing": False}
+    if a.sft_steps:  # a step budget: the same training whatever else loads the machine
+        return {**common, "train.max_steps": a.sft_steps, "train.max_minutes": "none"}
     return {**common, "train.max_minutes": a.sft_minutes}
 
 
@@ -80,15 +83,14 @@ def make_pair_files(sft_run: Path, cfg, a) -> dict[str, dict]:
     """Strategy (a) pairs from the SFT model's own summaries: train (SFT's training inputs), dev, held-out."""
     from weaver.data.readers import read_records
     from weaver.data.splits import load_splits
-    from weaver.generate import Generator, SamplingParams
-    from weaver.models.loading import load_model
+    from weaver.generate import SamplingParams
+    from weaver.generate.engine import load_generator
     from weaver.tuning.pairs import make_pairs, write_pairs
 
     train = load_splits(cfg.data).train[: a.pairs]
     dev = read_records(cfg.data.dev)[: a.dev_pairs]
     held = read_records(cfg.data.test)[a.limit : a.limit + a.held]
-    model, tok = load_model(sft_run, merge=True)
-    gen = Generator(model, tok, batch_size=8)
+    gen = load_generator(sft_run, cfg.generate.backend, batch_size=8)[0]  # auto: llama.cpp on a CPU
     params = SamplingParams(max_new_tokens=a.max_new_tokens, repetition_penalty=1.1, seed=0)
     out = {}
     for name, records in (("train", train), ("dev", dev), ("held", held)):
@@ -109,6 +111,8 @@ def dpo_overrides(a, sft_run: Path, files: dict) -> dict:
         return {**values, **{k: v for k, v in sft_overrides(a).items() if k.startswith(("train.top", "train.max_s",
                                                                                           "train.grad", "data.max"))},
                 "train.eval_every": 2}
+    if a.dpo_steps:
+        return {**values, "train.max_steps": a.dpo_steps, "train.max_minutes": "none"}
     return {**values, "train.max_minutes": a.dpo_minutes}
 
 
@@ -125,6 +129,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="DPO learning rate (SFT: the preset's 3e-4)")
     p.add_argument("--epochs", type=float, default=3.0, help="DPO epochs over the pairs (the budget stops first)")
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--sft-steps", type=int, default=None,
+                   help="SFT budget in optimizer steps instead of minutes (results independent of machine load)")
+    p.add_argument("--dpo-steps", type=int, default=None, help="DPO budget in optimizer steps instead of minutes")
     p.add_argument("--sft-run", default=None, help="reuse this finished SFT run of the preset instead of tuning one")
     a = p.parse_args()
     a.dpo_minutes = min(a.dpo_minutes or a.sft_minutes, a.sft_minutes)
@@ -169,11 +176,13 @@ def write(a, sft_run: Path, dpo_run: Path, files: dict, report, wall: float, loa
     pa, ra = pairs["preference_accuracy"], pairs["reward_accuracy"]
     rl = report.metrics.get("rougeL", {})
     command = "nice -n 10 .venv/bin/python bench/dpo.py" + (" --smoke" if a.smoke else "")
-    for name in ("sft_minutes", "pairs", "dev_pairs", "held", "limit", "sft_run"):
+    for name in ("sft_minutes", "sft_steps", "dpo_steps", "pairs", "dev_pairs", "held", "limit", "sft_run"):
         value, default = getattr(a, name), DEFAULTS[name]
         if not a.smoke and value != default:
             command += f" --{name.replace('_', '-')} {value:g}" if isinstance(value, float) else \
                 f" --{name.replace('_', '-')} {value}"
+    sft_budget = f"{a.sft_steps} steps" if a.sft_steps else f"{a.sft_minutes:g} min"
+    dpo_budget = f"{a.dpo_steps} steps" if a.dpo_steps else f"{a.dpo_minutes:g} min (= the SFT's or less)"
     made = ", ".join(f"{k} {v['pairs']} of {v['records']} ({v['skipped_same'] + v['skipped_empty']} skipped, "
                      f"{v['seconds']:.0f} s)" for k, v in files.items())
     md = f"""## DPO after SFT (`dpo.py`): dialogsum, SmolLM2-135M, strategy-(a) pairs
@@ -181,13 +190,13 @@ def write(a, sft_run: Path, dpo_run: Path, files: dict, report, wall: float, loa
 Command: `{command}` ({wall / 60:.1f} min in all; machine shared with other agents, load average {load0:.1f} at
 start on {os.cpu_count()} cores). {"SMOKE RUN on a tiny random Llama: the numbers mean nothing." if a.smoke else ""}
 
-- SFT: configs/dialogsum-smollm2.yaml (LoRA r16, top 10 blocks), budget {a.sft_minutes:g} min (the preset's own
-  budget is 30 min; it does not fit this benchmark's CPU time here): {sft['steps']} steps, {sft['wall_time_s']:.0f} s,
-  stop: {sft['stop_reason']}.
+- SFT: configs/dialogsum-smollm2.yaml (LoRA r16, top 10 blocks), budget {sft_budget} (the preset's
+  own budget is 30 min; it does not fit this benchmark's CPU time here): {sft['steps']} steps,
+  {sft['wall_time_s']:.0f} s, stop: {sft['stop_reason']}.
 - Pairs (strategy reference: chosen = the dialogsum reference, rejected = the SFT model's greedy summary,
   {a.max_new_tokens} new tokens): {made}. Train pairs come from the SFT run's training inputs only.
 - DPO: from the SFT run (its adapter continued, the SFT model as the reference), beta {a.beta}, lr {a.lr:g},
-  sigmoid loss, budget {a.dpo_minutes:g} min (= the SFT's or less): {dpo['steps']} steps, {dpo['wall_time_s']:.0f} s,
+  sigmoid loss, budget {dpo_budget}: {dpo['steps']} steps, {dpo['wall_time_s']:.0f} s,
   stop: {dpo['stop_reason']}; best dev {dpo['best_metric']['name']} {dpo['best_metric']['value']} at step
   {dpo['best_metric']['step']}.
 - Evaluation: `weaver eval` of the DPO run against the SFT run (base = the run it started from) on the first

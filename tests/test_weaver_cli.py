@@ -76,7 +76,8 @@ def test_generate_prints_the_engines_reply(tiny_model_dir, capsys):
     from weaver.generate.sampling import SamplingParams
 
     # sampled: greedy on the random tiny model repeats "\n", which would make the comparison weak
-    args = ["generate", "--model", str(tiny_model_dir), "--prompt", "hello", "--max-new-tokens", "12",
+    args = ["generate", "--model", str(tiny_model_dir), "--backend", "transformers", "--prompt", "hello",
+            "--max-new-tokens", "12",
             "--temperature", "1.0", "--seed", "3", "--no-safety"]
     assert main(args) == 0
     printed = capsys.readouterr().out

@@ -71,7 +71,7 @@ def test_blocklisted_candidates_are_dropped_and_pii_redacted():
 
 
 def test_tiny_model_gives_n_distinct_ranked_candidates(tiny_model_dir):
-    backend = LocalSource(str(tiny_model_dir))
+    backend = LocalSource(str(tiny_model_dir), backend="transformers")
     cands = generate_adcopy(backend, AdRequest(product="a white cotton shirt", tone="warm", keywords=["cotton"]),
                             n=3, policy=load_policy(audit_log="off"), max_new_tokens=12)
     assert len(cands) == 3 and len({c.text for c in cands}) == 3

@@ -138,7 +138,7 @@ def test_kquant_kernels_match_the_gguf_reference_and_llama_rule():
     assert q4_k_m_type("blk.3.attn_k.weight", 40, 30, False) == "F16"
 
 
-def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):
+def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_model_dir, tiny_gguf):
     import time
 
     from fastapi.testclient import TestClient
@@ -152,7 +152,7 @@ def test_serve_llamacpp_backend_answers_like_the_generator(tiny_run, tiny_gguf):
         while http.get("/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         models = [m["id"] for m in http.get("/v1/models").json()["data"]]
-        assert models == [tiny_run.name]
+        assert models == [tiny_run.name, tiny_model_dir.name]  # a LoRA run and its base, as on transformers
         body = {"model": tiny_run.name, "messages": PROMPT, "max_tokens": 8, "temperature": 0,
                 "repetition_penalty": 1.3}
         reply = http.post("/v1/chat/completions", json=body)
@@ -333,3 +333,16 @@ def test_gguf_exports_are_cached_and_hash_checked(tiny_model_dir, monkeypatch):
         fh.write(b"\x00\xff\x00\xff")
     assert llamacpp.gguf_for(str(tiny_model_dir), "f16") == first and len(calls) == 2  # ... is exported again
     assert llamacpp.gguf_for(str(tiny_model_dir), "q8_0") != first and len(calls) == 3  # the quant is in the key
+
+
+def test_context_window_is_capped_at_the_gguf_trained_window(tiny_gguf, tiny_model_dir, tiny_llama):
+    """llama.cpp caps a request at the model's trained window (the GGUF's <arch>.context_length); the backend
+    takes the smaller of that and n_ctx as its context_window, so the server refuses prompt + max_tokens beyond
+    it with a 400 up front instead of a truncated reply or a failure mid-generation."""
+    import json
+
+    from weaver.generate.llamacpp import _gguf_header
+
+    trained = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    assert _gguf_header(tiny_gguf)[1] == trained
+    assert tiny_llama.backend.context_window == 256  # n_ctx=256 asked, below the trained window

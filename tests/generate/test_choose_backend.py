@@ -63,3 +63,29 @@ def test_auto_keeps_transformers_for_what_llamacpp_cannot_run(tiny_model_dir, tm
     assert name == "transformers" and "plain LoRA" in why  # with --adapter, the --model run is applied per request too
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert choose_backend("auto", str(tiny_model_dir)) == ("transformers", "xllamacpp is not installed")
+
+
+def test_auto_is_the_default_everywhere_a_model_decodes():
+    """generate, eval (generate.backend), serve and the apps decode on `auto` unless told otherwise."""
+    import argparse
+    import inspect
+
+    from weaver.apps.source import LocalSource, open_source
+    from weaver.cli import generate as generate_cli
+    from weaver.cli import newsroom as app_cli
+    from weaver.config import GenerateConfig
+    from weaver.generate.engine import load_generator
+    from weaver.serve.settings import ServeSettings
+
+    assert GenerateConfig().backend == ServeSettings().backend == "auto"
+    for fn in (load_generator, LocalSource.__init__, open_source):
+        assert inspect.signature(fn).parameters["backend"].default == "auto", fn
+    for add, argv in ((generate_cli.add_arguments, ["--prompt", "p"]), (app_cli.add_source_arguments, [])):
+        parser = argparse.ArgumentParser()
+        add(parser)
+        assert parser.parse_args(argv).backend == "auto", add
+
+
+def test_auto_leaves_a_missing_model_to_the_loader_which_names_it(tmp_path):
+    name, why = choose_backend("auto", str(tmp_path / "missing"))
+    assert name == "transformers" and "missing" in why

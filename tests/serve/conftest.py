@@ -97,11 +97,15 @@ def wait_for(predicate, seconds: float = 30) -> bool:
 
 @pytest.fixture(scope="package")
 def server(runs, tiny_model_dir):
-    """One live server for the read-only tests: the headline run (+ its base) and the summary adapter, with a key."""
+    """One live server for the read-only tests: the headline run (+ its base) and the summary adapter, with a key.
+
+    On the transformers backend: these tests check the API against the transformers decoder (seeded sampling is
+    reproducible there); the llama.cpp backend's serving tests are in tests/export/test_llamacpp.py."""
     from weaver.serve.settings import ServeSettings
 
     settings = ServeSettings(model=str(runs["headline"]), adapters={"summary": str(runs["summary"])},
-                             api_key=API_KEY, max_batch=16, batch_wait_ms=50, max_n=4, threads=1)
+                             api_key=API_KEY, max_batch=16, batch_wait_ms=50, max_n=4, threads=1,
+                             backend="transformers")
     with live_server(settings) as url:
         yield url
 

@@ -16,7 +16,7 @@ ARTICLE = ("The city council approved a new budget on Tuesday that adds money fo
 
 @pytest.fixture(scope="module")
 def client(tiny_model_dir):
-    settings = ServeSettings(model=str(tiny_model_dir), api_key=KEY, threads=1)
+    settings = ServeSettings(model=str(tiny_model_dir), api_key=KEY, threads=1, backend="transformers")
     with TestClient(create_app(settings, load_in_background=False)) as c:
         yield c
 

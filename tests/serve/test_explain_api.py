@@ -24,7 +24,7 @@ SENTENCE_KEYS = {"sentence", "start", "end", "supported", "score", "sources", "u
 @pytest.fixture(scope="module")
 def client(runs):
     # a tiny run with a random LoRA: unlike the bare tiny base (line breaks only), it writes words when greedy
-    settings = ServeSettings(model=str(runs["headline"]), api_key=KEY, threads=1)
+    settings = ServeSettings(model=str(runs["headline"]), api_key=KEY, threads=1, backend="transformers")
     with TestClient(create_app(settings, load_in_background=False)) as c:
         yield c
 

@@ -127,7 +127,7 @@ class Generator:
 
 
 def load_generator(
-    spec: str | os.PathLike, backend: str = "transformers", quantize: str = "none", gguf_quant: str = "q8_0",
+    spec: str | os.PathLike, backend: str = "auto", quantize: str = "none", gguf_quant: str = "q8_0",
     dtype: str = "auto", batch_size: int = 8, threads: int | None = None,
 ):
     """The generation engine the CLIs use: (generator, tokenizer, transformers model or None for llama.cpp).
@@ -214,8 +214,11 @@ def choose_backend(requested: str, spec: str | os.PathLike, adapters: dict[str, 
         return "transformers", "beam search (llama.cpp has none)"
     if quantize != "none":
         return "transformers", f"--quantize {quantize} is a transformers option"
-    why = _cannot_run_on_llamacpp(spec, lora_only=bool(adapters)) or next(
-        (w for w in (_cannot_run_on_llamacpp(a, lora_only=True) for a in (adapters or {}).values()) if w), None)
+    try:
+        why = _cannot_run_on_llamacpp(spec, lora_only=bool(adapters)) or next(
+            (w for w in (_cannot_run_on_llamacpp(a, lora_only=True) for a in (adapters or {}).values()) if w), None)
+    except WeaverError as e:  # a missing or broken model: loading it reports the error (a server: as 503)
+        return "transformers", f"the model could not be inspected ({e})"
     if why:
         return "transformers", why
     return "llamacpp", "CPU: llama.cpp decodes faster at equal quality"

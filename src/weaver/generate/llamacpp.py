@@ -39,6 +39,7 @@ from weaver.files import atomic_write_text, sha256_file, weaver_home
 from weaver.generate.rows import Backend, BatchParams, Row, RowDecoder, base_id, resolve_adapter, run_data_config
 from weaver.models.catalog import find_entry
 from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
+from weaver.models.gguf_lora import is_plain_lora
 from weaver.models.loading import _assemble_gguf, resolve
 
 # Threads per decode. Measured (SmolLM2-135M Q4_1, 32-token greedy replies, 2 cores shared with other jobs at
@@ -76,6 +77,8 @@ class LlamaCppBackend(Backend):
         xlc = _require_llama_cpp("--backend llamacpp")
         if not path.is_file():
             raise WeaverError(f"GGUF file {path} does not exist")
+        eos_id, trained = _gguf_header(path)
+        n_ctx = min(n_ctx, trained or n_ctx)  # llama.cpp caps a request at the trained window: say so up front
         params = xlc.CommonParams()
         params.model.path = str(path)
         params.n_ctx = n_ctx
@@ -101,7 +104,7 @@ class LlamaCppBackend(Backend):
             raise WeaverError(f"llama.cpp cannot load {path}: {exc}") from None
         self.model_path, self.n_ctx, self.n_parallel = path, n_ctx, n_parallel
         self.context_window = n_ctx
-        self.eos_id = _gguf_eos_id(path)
+        self.eos_id = eos_id
         self.eos_ids = {self.eos_id} if self.eos_id is not None else set()
 
     def close(self) -> None:
@@ -221,14 +224,15 @@ class LlamaCppBackend(Backend):
     def plan(self) -> None:
         """Resolve settings.model and settings.adapters: the GGUF to serve, the LoRA runs, the model ids.
 
-        Without --adapter a tuned run is served merged (its GGUF export). With --adapter, the base model's GGUF
-        is served and every LoRA run (the --model run too) is a GGUF LoRA file applied per request.
+        A plain-LoRA run, or any run with --adapter, serves the base model's GGUF and every LoRA run (the --model
+        run too) as a GGUF LoRA file applied per request: the run and its base under two ids, as on transformers.
+        Another mergeable run (IA3, AdaLoRA, freeze, full) is served merged (its GGUF export) under the run's id.
         """
         _require_llama_cpp("--backend llamacpp")
         resolved = resolve(self.settings.model)
         self.lora_runs: dict[str, str] = {}
         runs = dict(self.settings.adapters)
-        if runs and resolved.adapter_dir is not None:
+        if resolved.adapter_dir is not None and (runs or is_plain_lora(resolved.adapter_dir)):
             runs = {Path(resolved.run_dir or resolved.adapter_dir).expanduser().resolve().name: self.settings.model,
                     **runs}
         for name, spec in runs.items():
@@ -272,12 +276,16 @@ def _raise_for(reply: dict) -> None:
         raise WeaverError(f"llama.cpp refused the request: {err.get('message', err) if isinstance(err, dict) else err}")
 
 
-def _gguf_eos_id(path: Path) -> int | None:
-    """`tokenizer.ggml.eos_token_id` of a GGUF file (read from its header)."""
+def _gguf_header(path: Path) -> tuple[int | None, int | None]:
+    """`tokenizer.ggml.eos_token_id` and `<arch>.context_length` (the trained window) of a GGUF file's header."""
     import gguf
 
-    field = gguf.GGUFReader(path).fields.get("tokenizer.ggml.eos_token_id")
-    return None if field is None else int(field.contents())
+    fields = gguf.GGUFReader(path).fields
+    arch = fields.get("general.architecture")
+    eos = fields.get("tokenizer.ggml.eos_token_id")
+    ctx = fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+    return (None if eos is None else int(eos.contents())), (None if ctx is None else int(ctx.contents()))
+
 def gguf_for(spec: str | os.PathLike, quant: str = "q8_0") -> Path:
     """A GGUF file for a model spec: the file itself, a catalog model's GGUF, or a cached export.
 

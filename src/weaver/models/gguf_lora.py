@@ -21,6 +21,11 @@ from weaver.models.export import ARCHS, _permute
 from weaver.models.loading import resolve
 
 
+def is_plain_lora(adapter_dir: str | Path) -> bool:
+    """Whether a peft adapter folder holds a plain LoRA (no DoRA, no rsLoRA): what llama.cpp applies per request."""
+    acfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return acfg.get("peft_type") == "LORA" and not acfg.get("use_dora") and not acfg.get("use_rslora")
+
 def export_lora_gguf(spec: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     """Write the LoRA adapter of a run as a GGUF LoRA file (f32 tensors).
 
@@ -40,7 +45,7 @@ def export_lora_gguf(spec: str | os.PathLike, out_file: str | os.PathLike) -> Pa
     if resolved.adapter_dir is None:
         raise WeaverError(f"{spec} has no adapter: pass a LoRA run directory (one with adapter/)")
     acfg = json.loads((Path(resolved.adapter_dir) / "adapter_config.json").read_text())
-    if acfg.get("peft_type") != "LORA" or acfg.get("use_dora") or acfg.get("use_rslora"):
+    if not is_plain_lora(resolved.adapter_dir):
         raise WeaverError(f"{spec}: only a plain LoRA adapter can run on llama.cpp (this one is "
                           f"{acfg.get('peft_type')}{' with DoRA/rsLoRA' if acfg.get('peft_type') == 'LORA' else ''})")
     cfg = AutoConfig.from_pretrained(resolved.base_dir)
