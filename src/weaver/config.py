@@ -278,9 +278,9 @@ class GenerateConfig:
     """Sampling seed."""
     batch_size: int = 8
     """Prompts generated together."""
-    backend: str = "auto"
-    """Decoding backend: auto (llama.cpp on a CPU where it can run the model, else transformers:
-    weaver.generate.engine.choose_backend) | transformers | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
+    backend: str = "transformers"
+    """Decoding backend: transformers | auto (llama.cpp on a CPU where it can run the model, else transformers:
+    weaver.generate.engine.choose_backend) | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
     gguf_quant: str = "q8_0"
     """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 

@@ -59,7 +59,7 @@ class LocalSource:
     transformers backend gives (`supports_loglik`); on llama.cpp candidates are ranked without it.
     """
 
-    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8, backend: str = "auto",
+    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8, backend: str = "transformers",
                  gguf_quant: str = "q8_0"):
         from weaver.generate.engine import load_generator
         from weaver.models.loading import resolve
@@ -151,7 +151,7 @@ class ServerSource:
 
 
 def open_source(model: str | None = None, server: str | None = None, server_model: str | None = None,
-                lang: str = "en", batch_size: int = 8, backend: str = "auto", gguf_quant: str = "q8_0"):
+                lang: str = "en", batch_size: int = 8, backend: str = "transformers", gguf_quant: str = "q8_0"):
     """A LocalSource for --model (on --backend), or a ServerSource for --server/--server-model.
 
     Raises:

@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
-                   help="generation engine (auto, the default: llama.cpp on a CPU where it can run the model, else "
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="transformers",
+                   help="generation engine (auto: llama.cpp on a CPU where it can run the model, else "
                         "transformers; llamacpp: llama.cpp via xllamacpp; a run is exported to GGUF once)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: dynamic int8 Linear layers")
     p.add_argument("--gguf-quant", choices=("f16", "q8_0", "q4_k_m"), default="q8_0",

@@ -19,8 +19,8 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     from weaver.config import BACKEND_NAMES
 
     p.add_argument("--model", default=DEFAULT_MODEL, help="catalog name, HF folder, .gguf file or tuned run")
-    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
-                   help="decoding backend for --model (auto, the default: llama.cpp on a CPU where it can run the "
+    p.add_argument("--backend", default="transformers", choices=BACKEND_NAMES,
+                   help="decoding backend for --model (auto: llama.cpp on a CPU where it can run the "
                         "model, else transformers; llamacpp: llama.cpp on a GGUF export, made once and cached)")
     p.add_argument("--gguf-quant", default="q8_0", choices=["f16", "q8_0", "q4_k_m"],
                    help="with --backend llamacpp: the quantisation of the export (a .gguf or catalog model: as is)")

@@ -127,7 +127,7 @@ class Generator:
 
 
 def load_generator(
-    spec: str | os.PathLike, backend: str = "auto", quantize: str = "none", gguf_quant: str = "q8_0",
+    spec: str | os.PathLike, backend: str = "transformers", quantize: str = "none", gguf_quant: str = "q8_0",
     dtype: str = "auto", batch_size: int = 8, threads: int | None = None,
 ):
     """The generation engine the CLIs use: (generator, tokenizer, transformers model or None for llama.cpp).
@@ -169,6 +169,7 @@ def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) ->
 
     from weaver.models.arch import is_seq2seq
     from weaver.models.export import ARCHS, MERGEABLE
+    from weaver.models.gguf_lora import is_plain_lora
     from weaver.models.loading import resolve
 
     if Path(str(spec)).suffix != ".gguf" and is_seq2seq(resolve(spec).base_dir):
@@ -179,10 +180,9 @@ def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) ->
         return None
     res = resolve(spec)
     if res.adapter_dir is not None:
-        acfg = json.loads((Path(res.adapter_dir) / "adapter_config.json").read_text())
-        if res.kind not in MERGEABLE:
+        if res.kind not in MERGEABLE:  # prefix, bottleneck (which has no peft adapter_config.json)
             return f"a train.method {res.method} run cannot be merged into GGUF weights"
-        if lora_only and (acfg.get("peft_type") != "LORA" or acfg.get("use_dora") or acfg.get("use_rslora")):
+        if lora_only and not is_plain_lora(res.adapter_dir):
             return f"{spec} is not a plain LoRA adapter, which is what llama.cpp applies per request"
     cfg_file = Path(res.base_dir) / "config.json"
     arch = (json.loads(cfg_file.read_text()).get("architectures") or ["?"])[0] if cfg_file.is_file() else "?"

@@ -23,7 +23,10 @@ from weaver.models.loading import resolve
 
 def is_plain_lora(adapter_dir: str | Path) -> bool:
     """Whether a peft adapter folder holds a plain LoRA (no DoRA, no rsLoRA): what llama.cpp applies per request."""
-    acfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():  # a bottleneck run's adapter folder (weaver's own method, not peft)
+        return False
+    acfg = json.loads(path.read_text())
     return acfg.get("peft_type") == "LORA" and not acfg.get("use_dora") and not acfg.get("use_rslora")
 
 def export_lora_gguf(spec: str | os.PathLike, out_file: str | os.PathLike) -> Path:

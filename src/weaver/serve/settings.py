@@ -27,8 +27,8 @@ class ServeSettings:
     """TCP port."""
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <key>` (/health and the page stay open)."""
-    backend: str = "auto"
-    """Decoding backend: auto | transformers | llamacpp (auto: llama.cpp on a CPU where it can run the model and its
+    backend: str = "transformers"
+    """Decoding backend: transformers | auto | llamacpp (auto: llama.cpp on a CPU where it can run the model and its
     adapters, else transformers; see weaver.generate.engine.choose_backend)."""
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
