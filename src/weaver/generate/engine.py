@@ -172,13 +172,13 @@ def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) ->
     from weaver.models.gguf_lora import is_plain_lora
     from weaver.models.loading import resolve
 
-    if Path(str(spec)).suffix != ".gguf" and is_seq2seq(resolve(spec).base_dir):
-        return "an encoder-decoder model (T5, BART): Weaver's llama.cpp backend decodes decoder-only GGUFs"
     if importlib.util.find_spec("xllamacpp") is None:
         return "xllamacpp is not installed"
     if Path(str(spec)).suffix == ".gguf":
         return None
     res = resolve(spec)
+    if is_seq2seq(res.base_dir):
+        return "an encoder-decoder model (T5, BART): Weaver's llama.cpp backend decodes decoder-only GGUFs"
     if res.adapter_dir is not None:
         if res.kind not in MERGEABLE:  # prefix, bottleneck (which has no peft adapter_config.json)
             return f"a train.method {res.method} run cannot be merged into GGUF weights"

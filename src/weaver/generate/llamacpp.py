@@ -286,6 +286,7 @@ def _gguf_header(path: Path) -> tuple[int | None, int | None]:
     ctx = fields.get(f"{arch.contents()}.context_length") if arch is not None else None
     return (None if eos is None else int(eos.contents())), (None if ctx is None else int(ctx.contents()))
 
+
 def gguf_for(spec: str | os.PathLike, quant: str = "q8_0") -> Path:
     """A GGUF file for a model spec: the file itself, a catalog model's GGUF, or a cached export.
 

@@ -169,7 +169,7 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
     policy = load_policy(safety, audit_log="off")
     chunk_fn = selftrain_chunk if s.mode == "selftrain" else backtranslate_chunk
     report = progress or _stderr_progress
-    total, finished, kept = len(records), len(records) - len(todo), files.kept_count()
+    total, finished, kept = len(records), len(records) - len(todo), len(kept_texts)  # one text per kept row
     step = max(1, batch_size // s.k) * 2
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]

@@ -2,7 +2,7 @@
 
     files = SynthFiles("synth.jsonl")     # + synth.rejected.jsonl, synth.summary.json
     files.start(settings)                 # refuses to mix two runs' settings in one file
-    done, kept_texts = files.finished("output")
+    done, kept_texts = files.finished("output")   # kept_texts: one per kept row
     files.append(kept_rows, rejected_rows)   # one line per finished input, appended and fsynced
     summary = files.write_summary(settings, total_inputs)
 
@@ -83,9 +83,6 @@ class SynthFiles:
         kept = self._rows(self.kept)
         done = {r["meta"][SYNTHETIC]["source_id"] for r in kept} | {r["id"] for r in self._rows(self.rejected)}
         return done, [r[text_field] for r in kept]
-
-    def kept_count(self) -> int:
-        return len(self._rows(self.kept))
 
     def append(self, kept: list[dict], rejected: list[dict]) -> None:
         """Append one line per finished input and fsync, so a kill loses at most the chunk in flight."""
