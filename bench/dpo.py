@@ -36,7 +36,7 @@ from run import SHARED_NOTE, write_section  # noqa: E402
 
 PRESET = ROOT / "configs" / "dialogsum-smollm2.yaml"
 DEFAULTS = {"sft_minutes": 5.0, "pairs": 160, "dev_pairs": 32, "held": 100, "limit": 100, "sft_run": None,
-            "sft_steps": None, "dpo_steps": None}
+            "sft_steps": None, "dpo_steps": None, "backend": "auto"}
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
 
 
@@ -69,7 +69,7 @@ def flags(values: dict) -> list[str]:
 
 def sft_overrides(a) -> dict:
     common = {"train.logging": "[]", "train.resume": "never", "train.out_dir": str(WORK / "sft"),
-              "generate.max_new_tokens": a.max_new_tokens}
+              "generate.max_new_tokens": a.max_new_tokens, "generate.backend": a.backend}
     if a.smoke:
         return {**common, "model.name": str(talky_tiny_model()), "train.top_layers": "none", "train.max_steps": 2,
                 "train.eval_every": 0, "data.limit_train": 40, "data.limit_dev": 4, "data.max_seq_len": 256,
@@ -90,7 +90,7 @@ def make_pair_files(sft_run: Path, cfg, a) -> dict[str, dict]:
     train = load_splits(cfg.data).train[: a.pairs]
     dev = read_records(cfg.data.dev)[: a.dev_pairs]
     held = read_records(cfg.data.test)[a.limit : a.limit + a.held]
-    gen = load_generator(sft_run, cfg.generate.backend, batch_size=8)[0]  # auto: llama.cpp on a CPU
+    gen = load_generator(sft_run, a.backend, batch_size=8)[0]  # auto: llama.cpp on a CPU
     params = SamplingParams(max_new_tokens=a.max_new_tokens, repetition_penalty=1.1, seed=0)
     out = {}
     for name, records in (("train", train), ("dev", dev), ("held", held)):
@@ -106,7 +106,7 @@ def dpo_overrides(a, sft_run: Path, files: dict) -> dict:
               "data.train": files["train"]["path"], "data.dev": files["dev"]["path"], "data.limit_train": "none",
               "data.limit_dev": "none", "train.out_dir": str(WORK / "dpo"), "train.logging": "[]",
               "train.resume": "never", "train.epochs": a.epochs, "train.eval_every": 10, "train.save_every": 10,
-              "generate.max_new_tokens": a.max_new_tokens}
+              "generate.max_new_tokens": a.max_new_tokens, "generate.backend": a.backend}
     if a.smoke:
         return {**values, **{k: v for k, v in sft_overrides(a).items() if k.startswith(("train.top", "train.max_s",
                                                                                           "train.grad", "data.max"))},
@@ -132,6 +132,8 @@ def main() -> None:
     p.add_argument("--sft-steps", type=int, default=None,
                    help="SFT budget in optimizer steps instead of minutes (results independent of machine load)")
     p.add_argument("--dpo-steps", type=int, default=None, help="DPO budget in optimizer steps instead of minutes")
+    p.add_argument("--backend", default="auto", choices=("auto", "transformers", "llamacpp"),
+                   help="decoding backend of the pairs and the evaluation (auto: llama.cpp q8_0 on a CPU)")
     p.add_argument("--sft-run", default=None, help="reuse this finished SFT run of the preset instead of tuning one")
     a = p.parse_args()
     a.dpo_minutes = min(a.dpo_minutes or a.sft_minutes, a.sft_minutes)
@@ -163,7 +165,8 @@ def main() -> None:
     eval_cfg = load_config(dpo_run / "config.yaml", flags({
         "model.name": str(dpo_run), "data.test": str(DIALOGSUM / "test.jsonl"), "eval.limit": a.limit,
         "eval.pairs": files["held"]["path"], "eval.out_dir": str(WORK / "eval"),
-        "generate.max_new_tokens": a.max_new_tokens, "generate.repetition_penalty": 1.1}))
+        "generate.max_new_tokens": a.max_new_tokens, "generate.repetition_penalty": 1.1,
+        "generate.backend": a.backend}))
     report = evaluate(eval_cfg)
     write(a, sft_run, dpo_run, files, report, time.time() - t0, load0)
 
@@ -176,7 +179,7 @@ def write(a, sft_run: Path, dpo_run: Path, files: dict, report, wall: float, loa
     pa, ra = pairs["preference_accuracy"], pairs["reward_accuracy"]
     rl = report.metrics.get("rougeL", {})
     command = "nice -n 10 .venv/bin/python bench/dpo.py" + (" --smoke" if a.smoke else "")
-    for name in ("sft_minutes", "sft_steps", "dpo_steps", "pairs", "dev_pairs", "held", "limit", "sft_run"):
+    for name in ("sft_minutes", "sft_steps", "dpo_steps", "pairs", "dev_pairs", "held", "limit", "sft_run", "backend"):
         value, default = getattr(a, name), DEFAULTS[name]
         if not a.smoke and value != default:
             command += f" --{name.replace('_', '-')} {value:g}" if isinstance(value, float) else \
@@ -201,7 +204,7 @@ start on {os.cpu_count()} cores). {"SMOKE RUN on a tiny random Llama: the number
   {dpo['best_metric']['step']}.
 - Evaluation: `weaver eval` of the DPO run against the SFT run (base = the run it started from) on the first
   {report.data['n']} test dialogues, greedy, {a.max_new_tokens} new tokens, repetition penalty 1.1, paired
-  bootstrap 95% CIs; held-out pairs: {pairs['n']} test dialogues after those.
+  bootstrap 95% CIs, decoded on the {a.backend} backend; held-out pairs: {pairs['n']} test dialogues after those.
 
 ```
 {report.table()}
