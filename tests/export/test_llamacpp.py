@@ -346,3 +346,16 @@ def test_context_window_is_capped_at_the_gguf_trained_window(tiny_gguf, tiny_mod
     trained = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
     assert _gguf_header(tiny_gguf)[1] == trained
     assert tiny_llama.backend.context_window == 256  # n_ctx=256 asked, below the trained window
+
+
+def test_parallel_rows_each_get_a_whole_context_window(tiny_run, tiny_gguf):
+    """The slots share one KV buffer: rows decoded together, each close to the window, must all fit in it (a
+    buffer of one window made the ad-copy route's n candidates of a long prompt fail with a 500)."""
+    _, tok = _hf_merged(tiny_run)
+    gen = _llama(tiny_gguf, n_ctx=256, n_threads=1, n_parallel=4)
+    words = "the office move, the budget, the new hires and the launch date were discussed at length. " * 9
+    prompts = [render_messages(tok, [{"role": "user", "content": f"{i}: {words}"}]) for i in range(4)]
+    lengths = [len(gen.backend.encode(p)) for p in prompts]
+    assert 150 < min(lengths) and max(lengths) + 40 < 256  # each fits the window; four together do not fit one
+    replies = gen.generate(prompts, SamplingParams(max_new_tokens=40, temperature=1.0, seed=3))
+    assert all(r[0].completion_tokens > 0 for r in replies)

@@ -241,6 +241,21 @@ def test_half_sent_requests_get_408_and_the_connection_closes(tiny_model_dir, fi
     assert max(held.values()) < 3.0, held
 
 
+def test_an_idle_kept_alive_connection_outlives_the_clients_expiry(api):
+    """httpx and the openai client drop an idle connection after 5 s; the server must keep it longer, else a
+    request sent as the server closes it is lost (a ReadError under 64 clients, seen on the llama.cpp backend)."""
+    client_expiry_s = httpx.Limits().keepalive_expiry
+    assert client_expiry_s == 5.0  # if httpx changes its default, KEEP_ALIVE_S must still exceed it
+    with _raw(api) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        time.sleep(client_expiry_s + 1.0)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        rest, _ = _read_all(sock)  # the server closes it after this second reply (Connection: close)
+        assert (first + rest).count(b"HTTP/1.1 200") == 2, (first + rest)[:400]
+
+
 @pytest.mark.parametrize("field,value", [("logprobs", True), ("logprobs", 0), ("logprobs", 3), ("top_logprobs", 2),
                                          ("echo", True), ("suffix", " The end."), ("best_of", 3)])
 def test_unsupported_openai_fields_are_400_naming_the_field(api, field, value, figures):

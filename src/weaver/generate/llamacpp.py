@@ -81,9 +81,12 @@ class LlamaCppBackend(Backend):
         n_ctx = min(n_ctx, trained or n_ctx)  # llama.cpp caps a request at the trained window: say so up front
         params = xlc.CommonParams()
         params.model.path = str(path)
-        params.n_ctx = n_ctx
+        # The slots share one KV buffer (kv_unified): sized for a whole window per slot, so rows decoded together
+        # always fit (a buffer of one window failed with "Context size has been exceeded" as soon as the rows in
+        # flight held more than one window between them). Each request is still held to n_ctx (request()).
+        params.n_ctx = n_ctx * n_parallel
         params.n_parallel = n_parallel
-        params.kv_unified = True  # every slot may use the whole context (they share one KV buffer)
+        params.kv_unified = True
         params.warmup = False
         params.verbosity = 1  # errors only
         params.cache_ram_mib = 0  # no extra host-memory prompt cache (each slot still reuses its own prefix)

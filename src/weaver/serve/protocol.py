@@ -7,7 +7,10 @@ headers a byte at a time (or never) holds the connection open indefinitely. `Hea
 a client `settings.read_timeout_s` from connecting (or from the first byte of its next request on a kept-alive
 connection) to finish a request's headers; then it answers 408 and closes the connection. The body gets the
 same time again, enforced inside the app (weaver.serve.errors.BodyLimitMiddleware answers 408 in OpenAI's
-envelope). An idle kept-alive connection is closed by uvicorn itself (`timeout_keep_alive`, 5 s).
+envelope). An idle kept-alive connection is closed by uvicorn itself after KEEP_ALIVE_S: longer than the
+clients' own idle expiry (httpx and the openai package: 5 s, uvicorn's default too), so a client closes an idle
+connection before the server does; with equal timers a request sent on a connection the server is closing
+that instant fails with a dropped connection (ReadError) instead of a reply.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from weaver.serve.settings import ServeSettings
 
+KEEP_ALIVE_S = 20.0
 _TIMEOUT_BODY = b"request headers not received in time\n"
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
@@ -73,5 +77,5 @@ class HeaderTimeoutProtocol(H11Protocol):
 
 def uvicorn_options(settings: ServeSettings) -> dict:
     """Keyword arguments for uvicorn.run / uvicorn.Config: address, log level and the protocol with its timeout."""
-    return {"host": settings.host, "port": settings.port, "log_level": "warning",
+    return {"host": settings.host, "port": settings.port, "log_level": "warning", "timeout_keep_alive": KEEP_ALIVE_S,
             "http": functools.partial(HeaderTimeoutProtocol, read_timeout_s=settings.read_timeout_s)}
