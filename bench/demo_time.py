@@ -1,0 +1,97 @@
+"""`make demo` / `make demo-zh` wall time on each decoding backend (issue #16: before/after the llama.cpp default).
+
+    .venv/bin/python bench/demo_time.py                # `make demo` twice: --backend transformers, then auto (~16 min)
+    .venv/bin/python bench/demo_time.py --lang zh      # `make demo-zh` (Gemma-3-270M, Chinese paper titles) twice
+    .venv/bin/python bench/demo_time.py --smoke        # both on the demo's --smoke settings
+
+Runs `python -m weaver.demo --lang L --backend B --out bench/.work/demo_time/L-B` for B = transformers (the
+default before) and auto (the default now: llama.cpp on a CPU, the tuned run served as the base GGUF + a GGUF LoRA),
+each in its own process, and times the whole command, its tuning stage (a fixed time budget, the same for both) and
+the rest (evaluation of base and tuned, the GGUF exports included). Section "demo_time" (en) or "demo_time_zh" of
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work" / "demo_time"
+sys.path.insert(0, str(Path(__file__).parent))
+from run import SHARED_NOTE, write_section  # noqa: E402
+
+BACKENDS = ("transformers", "auto")
+
+
+def run_demo(backend: str, smoke: bool, lang: str) -> dict:
+    out = WORK / f"{lang}-{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "weaver.demo", "--lang", lang, "--backend", backend, "--out", str(out)]
+    cmd += ["--smoke"] if smoke else []
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    print(proc.stdout[-3000:], flush=True)
+    tuned = re.search(r"total [0-9.]+ min \(tuning ([0-9.]+), evaluation", proc.stdout)
+    report = json.loads((out / "eval" / "report.json").read_text())
+    speed = report.get("speed", {})
+    rouge = report["metrics"].get("rougeL", {})
+    return {"backend": backend, "wall_s": wall, "tune_s": float(tuned.group(1)) * 60 if tuned else float("nan"),
+            "decoded_on": {k: v.get("backend") for k, v in speed.items()} if isinstance(speed, dict) else {},
+            "rouge_base": rouge.get("base"), "rouge_tuned": rouge.get("tuned"), "n": report.get("n")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="the demo's --smoke settings (2 steps, 4 test examples)")
+    p.add_argument("--lang", default="en", choices=("en", "zh"), help="en: `make demo`; zh: `make demo-zh`")
+    a = p.parse_args()
+    load0 = os.getloadavg()[0]
+    rows = [run_demo(b, a.smoke, a.lang) for b in BACKENDS]
+    before, after = rows
+    lines = ["| --backend | whole demo | tuning | evaluation (+ exports) | ROUGE-L base -> tuned | decoded on |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        rest = r["wall_s"] - r["tune_s"]
+        rl = (f"{r['rouge_base']:.2f} -> {r['rouge_tuned']:.2f}" if r["rouge_tuned"] is not None else "n/a")
+        lines.append(f"| {r['backend']} | {r['wall_s'] / 60:.1f} min | {r['tune_s'] / 60:.1f} min | "
+                     f"{rest / 60:.1f} min | {rl} | {json.dumps(r['decoded_on'])} |")
+    eval_ratio = (before["wall_s"] - before["tune_s"]) / max(after["wall_s"] - after["tune_s"], 1e-9)
+    command = ".venv/bin/python bench/demo_time.py" + (" --smoke" if a.smoke else "") + \
+        (" --lang zh" if a.lang == "zh" else "")
+    make, budget, goal = ("make demo", 6, 5) if a.lang == "en" else ("make demo-zh", 5, 10)
+    md = f"""## `{make}` wall time per decoding backend (`demo_time.py`)
+
+Command: `{command}` (load average {load0:.1f} at start, {os.cpu_count()} cores; each demo in its own process, one
+after the other). {"SMOKE RUN: 2 training steps, 4 test examples." if a.smoke else ""}
+
+{chr(10).join(lines)}
+
+Whole demo: {before['wall_s'] / 60:.1f} min on transformers (the default before) -> {after['wall_s'] / 60:.1f} min on
+auto (the default now), {before['wall_s'] / after['wall_s']:.2f}x; the evaluation stage alone (base and tuned on the
+held-out set, the GGUF exports included) {eval_ratio:.2f}x. Tuning has a fixed time budget
+(`python -m weaver.demo --minutes`, {budget} by default), so the demo cannot go below it whatever the backend (goal:
+under {goal} minutes for the whole demo). ROUGE-L differs between the
+two rows because the two runs are trained separately in a time budget (different step counts under
+different load) and decoded on different numerics.
+
+{SHARED_NOTE}
+"""
+    target = WORK / "RESULTS.md" if a.smoke and not os.environ.get("WEAVER_BENCH_RESULTS") else None
+    print(md)
+    section = "demo_time" if a.lang == "en" else "demo_time_zh"
+    print(f"section {section} written to {write_section(section, md, path=target)}")
+
+
+if __name__ == "__main__":
+    main()
