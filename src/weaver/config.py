@@ -36,6 +36,10 @@ OBJECTIVES = ("sft", "dpo")
 
 BACKEND_NAMES = ("auto", "transformers", "llamacpp")
 """The decoding backends (`--backend`, `generate.backend`): weaver.generate.engine.BACKENDS plus auto."""
+DEFAULT_BACKEND = "transformers"
+"""Every verb's default backend (generate, eval's generate.backend, serve, the apps), defined once. auto is measured
+faster at equal quality on CPU (bench/RESULTS.md); switching waits on a whole test-suite run on auto
+(docs/ENGINE.md)."""
 
 
 @dataclass
@@ -278,9 +282,9 @@ class GenerateConfig:
     """Sampling seed."""
     batch_size: int = 8
     """Prompts generated together."""
-    backend: str = "transformers"
-    """Decoding backend: transformers | auto (llama.cpp on a CPU where it can run the model, else transformers:
-    weaver.generate.engine.choose_backend) | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
+    backend: str = DEFAULT_BACKEND
+    """Decoding backend: transformers (the default) | auto (llama.cpp on a CPU where it can run the model, else
+    transformers: weaver.generate.engine.choose_backend) | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
     gguf_quant: str = "q8_0"
     """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 

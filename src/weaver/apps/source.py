@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from weaver.config import DataConfig, load_config
+from weaver.config import DEFAULT_BACKEND, DataConfig, load_config
 from weaver.data.records import Record
 from weaver.data.tasks import build_messages, get_task, render_prompt
 from weaver.errors import WeaverError
@@ -59,7 +59,7 @@ class LocalSource:
     transformers backend gives (`supports_loglik`); on llama.cpp candidates are ranked without it.
     """
 
-    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8, backend: str = "transformers",
+    def __init__(self, spec: str, lang: str = "en", batch_size: int = 8, backend: str = DEFAULT_BACKEND,
                  gguf_quant: str = "q8_0"):
         from weaver.generate.engine import load_generator
         from weaver.models.loading import resolve
@@ -151,7 +151,7 @@ class ServerSource:
 
 
 def open_source(model: str | None = None, server: str | None = None, server_model: str | None = None,
-                lang: str = "en", batch_size: int = 8, backend: str = "transformers", gguf_quant: str = "q8_0"):
+                lang: str = "en", batch_size: int = 8, backend: str = DEFAULT_BACKEND, gguf_quant: str = "q8_0"):
     """A LocalSource for --model (on --backend), or a ServerSource for --server/--server-model.
 
     Raises:

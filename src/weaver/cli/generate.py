@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from weaver.config import BACKEND_NAMES
+from weaver.config import BACKEND_NAMES, DEFAULT_BACKEND
 from weaver.errors import WeaverError
 from weaver.models.catalog import DEFAULT_MODEL
 
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=BACKEND_NAMES, default="transformers",
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND,
                    help="generation engine (auto: llama.cpp on a CPU where it can run the model, else "
                         "transformers; llamacpp: llama.cpp via xllamacpp; a run is exported to GGUF once)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: dynamic int8 Linear layers")

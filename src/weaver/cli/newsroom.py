@@ -16,10 +16,10 @@ from weaver.models.catalog import DEFAULT_MODEL
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     """Where the app's text comes from (--model + --backend, or --server), --lang and --safety: every app verb."""
-    from weaver.config import BACKEND_NAMES
+    from weaver.config import BACKEND_NAMES, DEFAULT_BACKEND
 
     p.add_argument("--model", default=DEFAULT_MODEL, help="catalog name, HF folder, .gguf file or tuned run")
-    p.add_argument("--backend", default="transformers", choices=BACKEND_NAMES,
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES,
                    help="decoding backend for --model (auto: llama.cpp on a CPU where it can run the "
                         "model, else transformers; llamacpp: llama.cpp on a GGUF export, made once and cached)")
     p.add_argument("--gguf-quant", default="q8_0", choices=["f16", "q8_0", "q4_k_m"],

@@ -21,6 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
+from weaver.config import DEFAULT_BACKEND
 from weaver.errors import ConfigError, WeaverError
 from weaver.generate.rows import Backend, BackendSettings, BatchParams, Row
 from weaver.generate.sampling import Completion, SamplingParams
@@ -127,7 +128,7 @@ class Generator:
 
 
 def load_generator(
-    spec: str | os.PathLike, backend: str = "transformers", quantize: str = "none", gguf_quant: str = "q8_0",
+    spec: str | os.PathLike, backend: str = DEFAULT_BACKEND, quantize: str = "none", gguf_quant: str = "q8_0",
     dtype: str = "auto", batch_size: int = 8, threads: int | None = None,
 ):
     """The generation engine the CLIs use: (generator, tokenizer, transformers model or None for llama.cpp).

@@ -10,6 +10,7 @@ import ast
 import inspect
 from dataclasses import dataclass, field
 
+from weaver.config import DEFAULT_BACKEND
 from weaver.errors import ConfigError
 
 
@@ -27,9 +28,9 @@ class ServeSettings:
     """TCP port."""
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <key>` (/health and the page stay open)."""
-    backend: str = "transformers"
-    """Decoding backend: transformers | auto | llamacpp (auto: llama.cpp on a CPU where it can run the model and its
-    adapters, else transformers; see weaver.generate.engine.choose_backend)."""
+    backend: str = DEFAULT_BACKEND
+    """Decoding backend: transformers (the default) | auto | llamacpp (auto: llama.cpp on a CPU where it can run the
+    model and its adapters, else transformers; see weaver.generate.engine.choose_backend)."""
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
     threads: int | None = None
