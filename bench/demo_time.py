@@ -43,12 +43,14 @@ def run_demo(backend: str, smoke: bool, lang: str) -> dict:
         sys.exit(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     print(proc.stdout[-3000:], flush=True)
     tuned = re.search(r"total [0-9.]+ min \(tuning ([0-9.]+), evaluation", proc.stdout)
+    if tuned is None:
+        sys.exit(f"{' '.join(cmd)} printed no 'total ... (tuning ..., evaluation ...)' line to time its stages")
     report = json.loads((out / "eval" / "report.json").read_text())
     speed = report.get("speed", {})
     rouge = report["metrics"].get("rougeL", {})
-    return {"backend": backend, "wall_s": wall, "tune_s": float(tuned.group(1)) * 60 if tuned else float("nan"),
+    return {"backend": backend, "wall_s": wall, "tune_s": float(tuned.group(1)) * 60,
             "decoded_on": {k: v.get("backend") for k, v in speed.items()} if isinstance(speed, dict) else {},
-            "rouge_base": rouge.get("base"), "rouge_tuned": rouge.get("tuned"), "n": report.get("n")}
+            "rouge_base": rouge.get("base"), "rouge_tuned": rouge.get("tuned")}
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ WORK = ROOT / "bench" / ".work" / "dpo"
 sys.path.insert(0, str(Path(__file__).parent))
 from run import SHARED_NOTE, write_section  # noqa: E402
 
+from weaver.config import BACKEND_NAMES  # noqa: E402
+
 PRESET = ROOT / "configs" / "dialogsum-smollm2.yaml"
 DEFAULTS = {"sft_minutes": 5.0, "pairs": 160, "dev_pairs": 32, "held": 100, "limit": 100, "sft_run": None,
             "sft_steps": None, "dpo_steps": None, "backend": "auto"}
@@ -132,7 +134,7 @@ def main() -> None:
     p.add_argument("--sft-steps", type=int, default=None,
                    help="SFT budget in optimizer steps instead of minutes (results independent of machine load)")
     p.add_argument("--dpo-steps", type=int, default=None, help="DPO budget in optimizer steps instead of minutes")
-    p.add_argument("--backend", default="auto", choices=("auto", "transformers", "llamacpp"),
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="decoding backend of the pairs and the evaluation (auto: llama.cpp q8_0 on a CPU)")
     p.add_argument("--sft-run", default=None, help="reuse this finished SFT run of the preset instead of tuning one")
     a = p.parse_args()

@@ -25,11 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work" / "sweep"
 sys.path.insert(0, str(Path(__file__).parent))
-from dpo import flags, talky_tiny_model  # noqa: E402
+from dpo import DIALOGSUM, PRESET, flags, talky_tiny_model  # noqa: E402
 from run import SHARED_NOTE, write_section  # noqa: E402
 
-PRESET = ROOT / "configs" / "dialogsum-smollm2.yaml"
-DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
+from weaver.config import BACKEND_NAMES  # noqa: E402
 
 
 def fixed(a) -> dict:
@@ -49,7 +48,7 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=2.0, help="training minutes per trial and for the preset")
     p.add_argument("--limit", type=int, default=100, help="test dialogues evaluated")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--backend", default="auto", choices=("auto", "transformers", "llamacpp"),
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="decoding backend of the evaluation (auto: llama.cpp q8_0 on a CPU)")
     p.add_argument("--keep", action="store_true", help="continue the sweep in bench/.work/sweep instead of anew")
     a = p.parse_args()
