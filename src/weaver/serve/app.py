@@ -42,6 +42,7 @@ from weaver.serve.errors import (
     check_unicode,
     install_error_handlers,
     key_dependency,
+    queue_full,
 )
 from weaver.serve.explanations import TaskResponse, documented, explain_router, explain_task_response
 from weaver.serve.scheduler import Job, QueueFull, Scheduler
@@ -157,6 +158,10 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, buil
     if body.n > s.max_n:
         raise APIError(400, f"n is {body.n}, more than this server's limit of {s.max_n}", param="n")
     check_unicode(stop)
+    try:
+        state.scheduler.check_room()  # a full queue answers 429 before any rendering or tokenizing
+    except QueueFull as exc:
+        raise queue_full(exc) from None
     # Few threads at a time: CPU-bound Python holds the GIL, and the event loop (/health, streams) needs it too.
     state.prep_limiter = state.prep_limiter or anyio.CapacityLimiter(PREP_THREADS)
     ids = await anyio.to_thread.run_sync(_encode_all, state, build_prompts, limiter=state.prep_limiter)
@@ -183,7 +188,7 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, buil
     try:
         state.scheduler.submit(job)
     except QueueFull as exc:
-        raise APIError(429, f"the server is busy ({exc}); retry shortly", code="queue_full") from None
+        raise queue_full(exc) from None
     usage = fmt.Usage(sum(len(x) for x in ids))
     meta = fmt.Meta(kind, model_id, usage)
     if body.stream:

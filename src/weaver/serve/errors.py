@@ -40,6 +40,12 @@ class APIError(HTTPException):
         self.type = type_ or _TYPES.get(status, "server_error")
 
 
+def queue_full(exc: Exception) -> APIError:
+    """The 429 a request gets when the batching queue is full (raise it `from None`)."""
+    return APIError(429, f"the server is busy ({exc}); retry shortly", code="queue_full",
+                    headers={"Retry-After": "1"})
+
+
 def envelope(status: int, message: str, param: str | None = None, code: str | None = None,
              type_: str | None = None, headers: dict | None = None) -> JSONResponse:
     """A JSONResponse with OpenAI's error body."""

@@ -92,6 +92,20 @@ class Scheduler:
         for job in waiting:
             self._finish_rest(job, "cancelled")
 
+    def check_room(self) -> None:
+        """Refuse early, before a request is rendered and tokenized, when the queue is already full.
+
+        A flood above capacity is then answered from the event loop without a worker thread per request,
+        which keeps /health and the requests already admitted responsive. submit() checks again.
+
+        Raises:
+            QueueFull: max_queue jobs are already waiting.
+        """
+        with self._cond:
+            if len(self._waiting) >= self.max_queue:
+                self.stats["rejected"] += 1
+                raise QueueFull(f"{self.max_queue} requests are already waiting")
+
     def submit(self, job: Job) -> None:
         """Queue a job.
 

@@ -18,7 +18,7 @@ from weaver.data.records import Record
 from weaver.data.tasks import render_prompt
 from weaver.generate.rows import BatchParams, Row
 from weaver.generate.sampling import SamplingParams
-from weaver.serve.errors import APIError
+from weaver.serve.errors import APIError, queue_full
 from weaver.serve.scheduler import Job, QueueFull
 
 
@@ -52,6 +52,10 @@ class ServedSource:
         model_id, adapter = state.adapter_for(self.model)
         settings, window = state.settings, state.backend.context_window
         deadline = time.monotonic() + settings.request_timeout_s
+        try:
+            state.scheduler.check_room()  # a full queue answers 429 before any rendering or tokenizing
+        except QueueFull as exc:
+            raise queue_full(exc) from None
         rows = []
         for record in records:
             ids = self._prompt_ids(record, task, model_id)
@@ -68,7 +72,7 @@ class ServedSource:
         try:
             state.scheduler.submit(job)
         except QueueFull as exc:
-            raise APIError(429, f"the server is busy ({exc}); retry shortly", code="queue_full") from None
+            raise queue_full(exc) from None
         if not done.wait(settings.request_timeout_s + 30):
             for row in rows:
                 row.cancel.set()
