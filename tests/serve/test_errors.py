@@ -144,14 +144,19 @@ def test_queue_full_is_429_and_disconnect_cancels_generation(tiny_model_dir):
                 url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 3}, timeout=60)))
             thread.start()
             assert wait_for(lambda: httpx.get(url + "/health").json()["queued"] == 1)
-            assert_envelope(httpx.post(url + "/v1/completions", json={"prompt": "Hey", "max_tokens": 3}), 429,
-                            code="queue_full")
+            busy = httpx.post(url + "/v1/completions", json={"prompt": "Hey", "max_tokens": 3})
+            assert_envelope(busy, 429, code="queue_full")
+            assert busy.headers["retry-after"] == "1"
+            # the apps' routes generate through ServedSource: refused the same way, before any article is prompted
+            busy = httpx.post(url + "/v1/weaver/apps/newsroom", json={"articles": [{"text": "The sea rose."}]})
+            assert_envelope(busy, 429, code="queue_full")
+            assert busy.headers["retry-after"] == "1"
         # leaving the block closed the stream: its generation must stop long before 1000 tokens
         assert wait_for(lambda: batching_stats(url)["cancelled_rows"] == 1)
         thread.join(timeout=60)
         assert waiting["resp"].status_code == 200
         stats = batching_stats(url)
-        assert stats["rejected"] == 1
+        assert stats["rejected"] == 2
         assert stats["tokens"] < 1000
 
 

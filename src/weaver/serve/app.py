@@ -42,10 +42,9 @@ from weaver.serve.errors import (
     check_unicode,
     install_error_handlers,
     key_dependency,
-    queue_full,
 )
 from weaver.serve.explanations import TaskResponse, documented, explain_router, explain_task_response
-from weaver.serve.scheduler import Job, QueueFull, Scheduler
+from weaver.serve.scheduler import Job, Scheduler
 from weaver.serve.schemas import ChatRequest, CompletionRequest, SamplingRequest, TaskRequest
 from weaver.serve.settings import ServeSettings
 from weaver.serve.studio import studio_router
@@ -158,10 +157,7 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, buil
     if body.n > s.max_n:
         raise APIError(400, f"n is {body.n}, more than this server's limit of {s.max_n}", param="n")
     check_unicode(stop)
-    try:
-        state.scheduler.check_room()  # a full queue answers 429 before any rendering or tokenizing
-    except QueueFull as exc:
-        raise queue_full(exc) from None
+    state.scheduler.check_room()  # a full queue answers 429 (QueueFull) before any rendering or tokenizing
     # Few threads at a time: CPU-bound Python holds the GIL, and the event loop (/health, streams) needs it too.
     state.prep_limiter = state.prep_limiter or anyio.CapacityLimiter(PREP_THREADS)
     ids = await anyio.to_thread.run_sync(_encode_all, state, build_prompts, limiter=state.prep_limiter)
@@ -185,10 +181,7 @@ async def _run(state: ServerState, request: Request, body: SamplingRequest, buil
             index = len(rows)
             rows.append(Row(p_ids, max_tokens, stop, lambda piece, i=index: put(("text", i, piece)), cancel, deadline))
     job = Job(rows, adapter, params, on_done=lambda job: put(("done",)))
-    try:
-        state.scheduler.submit(job)
-    except QueueFull as exc:
-        raise queue_full(exc) from None
+    state.scheduler.submit(job)  # QueueFull -> 429 (serve.errors)
     usage = fmt.Usage(sum(len(x) for x in ids))
     meta = fmt.Meta(kind, model_id, usage)
     if body.stream:

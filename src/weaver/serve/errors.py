@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from weaver.serve.scheduler import QueueFull
+
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
@@ -38,12 +40,6 @@ class APIError(HTTPException):
         self.param = param
         self.code = code
         self.type = type_ or _TYPES.get(status, "server_error")
-
-
-def queue_full(exc: Exception) -> APIError:
-    """The 429 a request gets when the batching queue is full (raise it `from None`)."""
-    return APIError(429, f"the server is busy ({exc}); retry shortly", code="queue_full",
-                    headers={"Retry-After": "1"})
 
 
 def envelope(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -71,7 +67,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error in OpenAI's envelope (validation -> 400, HTTP errors keep their status)."""
+    """Answer every error in OpenAI's envelope (validation -> 400, a full queue -> 429 with Retry-After, HTTP errors
+    keep their status)."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -87,6 +84,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             return envelope(405, f"method {request.method} is not allowed on {request.url.path}")
         return envelope(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull):
+        return envelope(429, f"the server is busy ({exc}); retry shortly", code="queue_full",
+                        headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

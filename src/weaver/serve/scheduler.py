@@ -102,9 +102,13 @@ class Scheduler:
             QueueFull: max_queue jobs are already waiting.
         """
         with self._cond:
-            if len(self._waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise QueueFull(f"{self.max_queue} requests are already waiting")
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        """Raise QueueFull (counted as rejected) when max_queue jobs wait; the caller holds self._cond."""
+        if len(self._waiting) >= self.max_queue:
+            self.stats["rejected"] += 1
+            raise QueueFull(f"{self.max_queue} requests are already waiting")
 
     def submit(self, job: Job) -> None:
         """Queue a job.
@@ -113,9 +117,7 @@ class Scheduler:
             QueueFull: max_queue jobs are already waiting (the client should retry later: 429).
         """
         with self._cond:
-            if len(self._waiting) >= self.max_queue:
-                self.stats["rejected"] += 1
-                raise QueueFull(f"{self.max_queue} requests are already waiting")
+            self._refuse_if_full()
             self._waiting.append(job)
             self.stats["requests"] += 1
             self._cond.notify_all()

@@ -18,8 +18,8 @@ from weaver.data.records import Record
 from weaver.data.tasks import render_prompt
 from weaver.generate.rows import BatchParams, Row
 from weaver.generate.sampling import SamplingParams
-from weaver.serve.errors import APIError, queue_full
-from weaver.serve.scheduler import Job, QueueFull
+from weaver.serve.errors import APIError
+from weaver.serve.scheduler import Job
 
 
 class ServedSource:
@@ -52,10 +52,7 @@ class ServedSource:
         model_id, adapter = state.adapter_for(self.model)
         settings, window = state.settings, state.backend.context_window
         deadline = time.monotonic() + settings.request_timeout_s
-        try:
-            state.scheduler.check_room()  # a full queue answers 429 before any rendering or tokenizing
-        except QueueFull as exc:
-            raise queue_full(exc) from None
+        state.scheduler.check_room()  # a full queue answers 429 (QueueFull) before any rendering or tokenizing
         rows = []
         for record in records:
             ids = self._prompt_ids(record, task, model_id)
@@ -69,10 +66,7 @@ class ServedSource:
         done = threading.Event()
         batch = BatchParams(params.temperature, params.top_p, params.repetition_penalty, params.seed)
         job = Job(rows, adapter, batch, on_done=lambda job: done.set())
-        try:
-            state.scheduler.submit(job)
-        except QueueFull as exc:
-            raise queue_full(exc) from None
+        state.scheduler.submit(job)  # QueueFull -> 429 (serve.errors)
         if not done.wait(settings.request_timeout_s + 30):
             for row in rows:
                 row.cancel.set()
