@@ -85,7 +85,7 @@ def one_task(a, name: str, preset: Path) -> dict:
     t["tune_m"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    backend = "transformers" if a.smoke else base_cfg.generate.backend
+    backend = "transformers" if a.smoke else "auto"  # `weaver data synth/select`'s default: llama.cpp on a CPU
     synth_out = WORK / name / "synth.jsonl"
     loose = {"min_logprob": -100.0, "min_agreement": 0.0, "keep_truncated": True, "max_new_tokens": a.max_new_tokens}
     settings = SynthSettings(k=a.k, **(loose if a.smoke else {}))  # a random model passes nothing
@@ -138,8 +138,10 @@ def main() -> None:
         sys.exit(f"bench/label_scarce.py needs dialogsum in {dialogsum.parent} (or --tasks support)")
     os.chdir(ROOT)  # the presets' data paths are relative to the checkout
     t0, load0 = time.time(), os.getloadavg()[0]
-    results = {name: one_task(a, name, TASKS[name]) for name in a.tasks}
-    write(a, results, time.time() - t0, load0)
+    results = {}
+    for name in a.tasks:  # the section is rewritten after each task: a long run that stops keeps what finished
+        results[name] = one_task(a, name, TASKS[name])
+        write(a, results, time.time() - t0, load0)
 
 
 def _verdict(report, metric: str = "rougeL") -> str:
@@ -157,6 +159,7 @@ def write(a, results: dict, wall: float, load0: float) -> None:
     if not a.smoke:
         command += "".join(f" --{k} {getattr(a, k)}" for k, v in DEFAULTS.items() if getattr(a, k) != v)
         command += f" --tasks {' '.join(a.tasks)}" if a.tasks != list(TASKS) else ""
+    missing = [t for t in a.tasks if t not in results]
     parts = [f"""## Label-scarce tuning (`label_scarce.py`): self-training and active selection, SmolLM2-135M
 
 Command: `{command}` ({wall / 60:.1f} min in all; machine shared with other agents, load average {load0:.1f} at
@@ -164,10 +167,12 @@ start on {os.cpu_count()} cores). {"SMOKE RUN on a tiny random Llama: the number
 
 Every run: the task's preset (LoRA), {a.steps} optimizer steps (the same budget), from the base model. "M": {a.m}
 labelled examples (a seeded sample of the training file). "M+synth": the same plus what `weaver data synth`
-(default filters, K={a.k}, written by run M) kept of {a.n} other training inputs, their labels discarded.
+(default filters, K={a.k}, backend auto as the CLI: llama.cpp decodes, transformers scores; written by run M)
+kept of {a.n} other training inputs, their labels discarded.
 "M active": the {a.m} inputs `weaver data select` (base model, K={a.k}) picked from {a.pool} others, with their
 real references. Scored on the first {a.limit} test records, greedy, {a.max_new_tokens} new tokens; deltas are
 against run M (paired bootstrap 95% CIs). Gains are reported whatever their sign.
+{f"Not finished when this section was written: {', '.join(missing)}." if missing else ""}
 """]
     for name, r in results.items():
         s = r["seconds"]
