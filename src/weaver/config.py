@@ -207,6 +207,11 @@ class TrainConfig:
     """Wall-clock budget: stop cleanly after this many minutes and keep the best checkpoint."""
     precision: str = "auto"
     """auto | bf16 | fp32. auto picks bf16 autocast where the hardware supports it."""
+    frozen_dtype: str = "auto"
+    """auto | float32 | bfloat16: how the frozen base weights (the Linear layers an adapter method does not train)
+    are stored. bfloat16 halves their memory and skips autocast's per-step copy; the loss and adapter gradients
+    are those of float32 storage under bf16 autocast (a test checks it). auto: bfloat16 when the precision is
+    bf16 and the method saves only an adapter (lora, adalora, ia3, prefix, adapter), else float32."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of
@@ -258,6 +263,14 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
         _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _choice("train.frozen_dtype", self.frozen_dtype, ("auto", "float32", "bfloat16"))
+        if self.frozen_dtype == "bfloat16":
+            if self.precision == "fp32":
+                raise ConfigError("--train.frozen_dtype bfloat16 needs bf16 autocast: drop --train.precision fp32 "
+                                  "or set --train.frozen_dtype float32")
+            if self.method in ("freeze", "full"):
+                raise ConfigError(f"--train.frozen_dtype bfloat16: train.method {self.method} saves the whole "
+                                  "model, frozen weights included, so they stay float32; drop the setting")
         _choice("train.metric", self.metric, ("dev_loss", "rougeL", "reward_accuracy", "reward_margin"))
         _choice("train.resume", self.resume, ("auto", "never", "always"))
         for name, interval in TRAIN_RANGES.items():

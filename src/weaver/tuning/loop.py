@@ -32,10 +32,12 @@ from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
 from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
 from weaver.tuning.dpo import PreferenceLoss, attach_reference, dev_preferences
+from weaver.tuning.methods import store_frozen
 from weaver.tuning.step import (
     CausalLMLoss,
     Seq2SeqLMLoss,
     autocast,
+    choose_frozen_dtype,
     choose_precision,
     make_optimizer,
     make_scheduler,
@@ -105,6 +107,9 @@ class Trainer:
         self.world = self.acc.num_processes
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
+        self.frozen_dtype, self.frozen_why = choose_frozen_dtype(self.t.frozen_dtype, self.precision, self.t.method)
+        if self.frozen_dtype == "bfloat16":
+            store_frozen(model, torch.bfloat16)
         if data.seq2seq:
             loss_mod = Seq2SeqLMLoss(model)
         elif self.t.objective == "dpo":
@@ -325,5 +330,6 @@ class Trainer:
             "tokens_per_s": round(float(counts[0]) / max(train_s, 1e-9), 1),
             "target_tokens_per_s": round(float(counts[1]) / max(train_s, 1e-9), 1),
             "best_metric": {"name": self.t.metric, "value": self.state["best"], "step": self.state["best_step"]},
-            "precision": self.precision, "precision_reason": self.precision_why, "processes": self.world,
+            "precision": self.precision, "precision_reason": self.precision_why, "frozen_dtype": self.frozen_dtype,
+            "frozen_dtype_reason": self.frozen_why, "processes": self.world,
         }

@@ -232,6 +232,31 @@ def enable_checkpointing(model) -> int:
     return len(layers) - trained[0]
 
 
+def store_frozen(model, dtype: torch.dtype) -> int:
+    """Store the frozen weights of every Linear layer in `dtype` (bf16 for training under bf16 autocast).
+
+    Autocast computes a Linear layer in bf16 by casting its fp32 weight on every forward (and keeping the copy for
+    the backward pass); stored in bf16 the copy is the weight itself, so the result is the same for half the
+    memory. Trainable weights (the adapter, its optimizer state) stay fp32, and so do the embeddings and a
+    LM head tied to them (the residual stream starts from them) and the norms.
+    Returns:
+        The number of parameters converted.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embed = base.get_input_embeddings()
+    tied = {id(embed.weight)} if embed is not None else set()
+    done = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        for p in module.parameters(recurse=False):
+            if p.requires_grad or id(p) in tied or not p.is_floating_point() or p.dtype == dtype:
+                continue
+            p.data = p.data.to(dtype)
+            done += p.numel()
+    return done
+
+
 def trainable_summary(model) -> dict:
     """Counts of trainable and total parameters."""
     total = sum(p.numel() for p in model.parameters())

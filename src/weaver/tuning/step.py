@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from weaver.config import TrainConfig
+from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,31 @@ def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
             return "bf16", f"CPU with native bf16 (oneDNN bf16 supported, capability {cap})"
         return "fp32", f"CPU without native bf16 (capability {cap})"
     return "fp32", f"no bf16 autocast rule for device {device.type}"
+
+
+ADAPTER_ONLY = ("lora", "adalora", "prefix", "ia3", "adapter")
+"""Methods whose run saves only the adapter, so the frozen base may be stored in another dtype while training."""
+
+
+def choose_frozen_dtype(requested: str, precision: str, method: str) -> tuple[str, str]:
+    """How to store the frozen base weights: ("bfloat16" | "float32", why).
+
+    Args:
+        requested: auto | float32 | bfloat16 (train.frozen_dtype; TrainConfig refused the impossible pairs).
+        precision: the chosen autocast precision (bf16 | fp32).
+        method: train.method.
+    """
+    if requested == "bfloat16" and precision != "bf16":
+        raise ConfigError(f"--train.frozen_dtype bfloat16 needs bf16 autocast, and the precision here is {precision}: "
+                          "set --train.frozen_dtype auto or float32")
+    if requested != "auto":
+        return requested, "set by train.frozen_dtype"
+    if method not in ADAPTER_ONLY:
+        return "float32", f"train.method {method} saves the whole model"
+    if precision != "bf16":
+        return "float32", "no bf16 autocast"
+    # bench/train_throughput.py --frozen-dtype: less memory and faster steps than float32 storage
+    return "bfloat16", "bf16 autocast casts the frozen weights to bf16 anyway; stored so, once"
 
 
 def autocast(precision: str, device: torch.device):
