@@ -208,9 +208,11 @@ class TrainConfig:
     precision: str = "auto"
     """auto | bf16 | fp32. auto picks bf16 autocast where the hardware supports it."""
     frozen_dtype: str = "auto"
-    """auto | float32 | bfloat16: how the frozen base weights (the Linear layers an adapter method does not train)
-    are stored. bfloat16 halves their memory and skips autocast's per-step copy; the loss and adapter gradients
-    are those of float32 storage under bf16 autocast (a test checks it). auto: bfloat16 when the precision is
+    """auto | float32 | bfloat16 | nf4: how the frozen base weights (the Linear layers an adapter method does not
+    train) are stored. bfloat16 halves their memory and skips autocast's per-step copy; the loss and adapter
+    gradients are those of float32 storage under bf16 autocast (a test checks it). nf4: 4-bit NormalFloat blocks
+    (QLoRA; bitsandbytes, `pip install weaver[quant4]`), dequantized in every forward: about a seventh of fp32's
+    memory, slower steps, and an adapter trained against the rounded base. auto: bfloat16 when the precision is
     bf16 and the method saves only an adapter (lora, adalora, ia3, prefix, adapter), else float32."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
@@ -263,14 +265,13 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
         _choice("train.scheduler", self.scheduler, ("constant", "linear", "cosine"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("train.frozen_dtype", self.frozen_dtype, ("auto", "float32", "bfloat16"))
-        if self.frozen_dtype == "bfloat16":
-            if self.precision == "fp32":
-                raise ConfigError("--train.frozen_dtype bfloat16 needs bf16 autocast: drop --train.precision fp32 "
-                                  "or set --train.frozen_dtype float32")
-            if self.method in ("freeze", "full"):
-                raise ConfigError(f"--train.frozen_dtype bfloat16: train.method {self.method} saves the whole "
-                                  "model, frozen weights included, so they stay float32; drop the setting")
+        _choice("train.frozen_dtype", self.frozen_dtype, ("auto", "float32", "bfloat16", "nf4"))
+        if self.frozen_dtype in ("bfloat16", "nf4") and self.method in ("freeze", "full"):
+            raise ConfigError(f"--train.frozen_dtype {self.frozen_dtype}: train.method {self.method} saves the whole "
+                              "model, frozen weights included, so they stay float32; drop the setting")
+        if self.frozen_dtype == "bfloat16" and self.precision == "fp32":
+            raise ConfigError("--train.frozen_dtype bfloat16 needs bf16 autocast: drop --train.precision fp32 "
+                              "or set --train.frozen_dtype float32")
         _choice("train.metric", self.metric, ("dev_loss", "rougeL", "reward_accuracy", "reward_margin"))
         _choice("train.resume", self.resume, ("auto", "never", "always"))
         for name, interval in TRAIN_RANGES.items():

@@ -106,3 +106,49 @@ def test_a_bf16_run_records_the_frozen_dtype_and_saves_a_fp32_adapter(tiny_model
     assert facts["precision_reason"] == "set by train.precision"  # explicit bf16 runs on any CPU (emulated on AVX2)
     tensors = load_file(out / "adapter" / "adapter_model.safetensors")
     assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_nf4_base_trains_a_lora_adapter_that_loads_on_the_full_base(tiny_model_dir, tiny_data, tmp_path,
+                                                                        precision):
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+
+    from weaver.config import load_config
+    from weaver.models.loading import load_model
+    from weaver.tuning.run import tune
+
+    from .conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    tune(load_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, frozen_dtype="nf4", max_steps=4,
+                                          eval_every=2, precision=precision)))
+    facts = json.loads((out / "run.json").read_text())
+    assert facts["frozen_dtype"] == "nf4" and facts["steps"] == 4
+    losses = [json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if "train_loss" in json.loads(line)]
+    assert losses and all(x == x for x in losses)  # finite
+    tensors = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
+    model, _ = load_model(str(out))  # generation loads the adapter onto the fp32 base
+    assert not any("4bit" in type(m).__name__ for m in model.modules())
+
+
+def test_nf4_is_refused_where_it_cannot_work(monkeypatch):
+    import builtins
+
+    from weaver.tuning.run import nf4_loading
+
+    with pytest.raises(ConfigError, match="saves the whole"):
+        TrainConfig(frozen_dtype="nf4", method="full")
+    real = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    with pytest.raises(ConfigError, match=r"weaver\[quant4\]"):
+        nf4_loading(TrainConfig(frozen_dtype="nf4"))
+    assert nf4_loading(TrainConfig()) == {}

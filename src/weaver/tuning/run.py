@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import resource
 import sys
 from collections import Counter
@@ -24,6 +25,7 @@ from weaver.errors import ConfigError, WeaverError
 from weaver.files import atomic_write_text
 from weaver.tuning.callbacks import TrainingDiverged
 from weaver.tuning.loop import TrainData, Trainer, plan_steps
+from weaver.tuning.step import choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +182,36 @@ def load_base(cfg: RunConfig):
     if resolved.adapter_dir is not None and cfg.train.objective == "sft":
         raise ConfigError(f"model.name {cfg.model.name} is a tuned run: tune from its base {resolved.base_spec!r}")
     tok = load_tokenizer(resolved)  # an encoder-decoder model's has no chat template: plain prompts
-    model = auto_class(resolved.base_dir).from_pretrained(resolved.base_dir, dtype=torch.float32)
+    model = auto_class(resolved.base_dir).from_pretrained(resolved.base_dir, dtype=torch.float32,
+                                                          **nf4_loading(cfg.train))
     model.config.use_cache = False
     return model, tok, resolved
+
+
+def nf4_loading(train) -> dict:
+    """from_pretrained's extra arguments for train.frozen_dtype nf4 (QLoRA's 4-bit base), else none.
+
+    The Linear layers of the blocks become bitsandbytes Linear4bit (NF4 blocks of 64, computing in bf16 under bf16
+    autocast, else fp32); embeddings, the LM head and norms stay fp32.
+    Raises:
+        ConfigError: bitsandbytes is not installed.
+    """
+    if train.frozen_dtype != "nf4":
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("--train.frozen_dtype nf4 needs bitsandbytes: pip install 'weaver[quant4]' "
+                          "(or set --train.frozen_dtype auto)") from None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision, _ = choose_precision(train.precision, device)
+    compute = torch.bfloat16 if precision == "bf16" else torch.float32
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_compute_dtype=compute),
+            "device_map": {"": "cpu" if device.type == "cpu" else int(os.environ.get("LOCAL_RANK", 0))}}
 
 
 def continue_adapter(model, resolved, train):
