@@ -38,6 +38,8 @@ def test_run_directory_and_plain_peft_load(tiny_model_dir, tiny_data, tmp_path):
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if "train_loss" in e] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in events if "dev_loss" in e] == [3, 6]
+    peaks = [e["peak_rss_mb"] for e in events]  # every event carries memory now and the peak so far
+    assert all(e["rss_mb"] > 0 for e in events) and peaks == sorted(peaks) and peaks[-1] <= facts["peak_rss_mb"]
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "adapter")
     saved = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]

@@ -41,7 +41,9 @@ from weaver.tuning.step import (
     choose_precision,
     make_optimizer,
     make_scheduler,
+    peak_rss_mb,
     release_free_memory,
+    rss_mb,
 )
 from weaver.tuning.validate import dev_loss, dev_rouge
 
@@ -74,6 +76,13 @@ class TrainData:
     """An encoder-decoder model: input_ids is the source, every label a target (Seq2SeqLMLoss)."""
     reference_adapter: bool = False
     """train.objective dpo: the reference keeps the adapter on (a tuned run's adapter continued), else disables it."""
+
+
+def memory() -> dict:
+    """This process's resident memory now and its peak so far (MiB), logged with every event of metrics.jsonl: the
+    phase in which the peak rose (a step, a validation) is the event after which peak_rss_mb grew."""
+    now = rss_mb()
+    return {"peak_rss_mb": peak_rss_mb(), **({"rss_mb": now} if now is not None else {})}
 
 
 def plan_steps(n_batches: int, world: int, train: TrainConfig) -> tuple[int, int]:
@@ -237,7 +246,8 @@ class Trainer:
             stop = self._loop(bar, t0, base)
             bar.close()
             if self.data.dev and self.state["last_eval_step"] != self.step:
-                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
+                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2),
+                                 **memory()})
             if not self.last_ckpt or not self.last_ckpt.endswith(f"step-{self.step:06d}"):
                 self.save()
             self.state["elapsed"] = base + time.perf_counter() - t0
@@ -268,7 +278,8 @@ class Trainer:
             self.state["elapsed"] = base + time.perf_counter() - t0
             self._log_train(loss, bar)
             if self.t.eval_every and self.step % self.t.eval_every == 0 and self.data.dev:
-                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2)})
+                self.logger.log({"step": self.step, **self.validate(), "time_s": round(self.state["elapsed"], 2),
+                                 **memory()})
                 if self.stopper.should_stop:
                     return "early_stopping"
             if self.t.save_every and self.step % self.t.save_every == 0:
@@ -293,7 +304,7 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:.0f}")
         self.logger.log({"step": self.step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_s": round(tps, 1),
-                         "time_s": round(self.state["elapsed"], 2)})
+                         "time_s": round(self.state["elapsed"], 2), **memory()})
 
     def _write_final(self) -> Path:
         """adapter/ (peft) or model/ (freeze, full): the best validated weights when there are any, else the last.

@@ -15,8 +15,6 @@ import copy
 import json
 import logging
 import os
-import resource
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,15 +23,9 @@ from weaver.errors import ConfigError, WeaverError
 from weaver.files import atomic_write_text
 from weaver.tuning.callbacks import TrainingDiverged
 from weaver.tuning.loop import TrainData, Trainer, plan_steps
-from weaver.tuning.step import choose_precision
+from weaver.tuning.step import choose_precision, peak_rss_mb
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024, 1)
 
 
 def prompt_instruction(records, data_cfg) -> str:

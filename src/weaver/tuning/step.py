@@ -159,6 +159,26 @@ def _malloc_trim():
     return getattr(libc, "malloc_trim", None)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024, 1)
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process now, in MiB (Linux /proc; None elsewhere)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as fh:
+            return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def release_free_memory() -> None:
     """Give freed heap memory back to the OS (glibc malloc_trim) after a training step.
 
