@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_throughput.py                    # SmolLM2-135M, 300 dialogsum dialogues, 4 min each
     .venv/bin/python bench/train_throughput.py --minutes 2 --variants "weaver,weaver-top10,hf"
     .venv/bin/python bench/train_throughput.py --smoke            # tiny random model, a few seconds each (CI)
+    .venv/bin/python bench/train_throughput.py --variants "weaver,weaver-bf16,weaver-bf16-frozen32,weaver-nf4,hf"
 
 Contenders, each trained in its own process for the same wall-clock budget (imports and loading excluded):
 - weaver: `weaver tune configs/dialogsum-smollm2.yaml` as shipped (only data, model folder, output and
@@ -32,7 +33,12 @@ from contenders import data as bench_data  # noqa: E402
 from contenders import scoring, weaver_recipe  # noqa: E402
 from run import SHARED_NOTE, write_section  # noqa: E402
 
-VARIANTS = {"weaver": [], "weaver-top10": ["--train.top_layers", "10"], "weaver-fp32": ["--train.precision", "fp32"]}
+VARIANTS = {"weaver": [], "weaver-top10": ["--train.top_layers", "10"], "weaver-fp32": ["--train.precision", "fp32"],
+            "weaver-bf16": ["--train.precision", "bf16"],  # bf16 autocast, frozen base stored bf16 (frozen_dtype auto)
+            "weaver-bf16-frozen32": ["--train.precision", "bf16", "--train.frozen_dtype", "float32"],
+            "weaver-nf4": ["--train.frozen_dtype", "nf4"], "weaver-arena2": []}
+# Variants that differ by the process environment only (glibc malloc settings, read at process start)
+ENV = {"weaver-arena2": {"MALLOC_ARENA_MAX": "2"}}
 FULL = {"minutes": 4.0, "n_train": 300, "n_dev": 50, "max_new_tokens": 48, "gen_batch": 8, "max_words": 200}
 SMOKE = {"minutes": 0.15, "n_train": 24, "n_dev": 4, "max_new_tokens": 8, "gen_batch": 4, "max_words": 40}
 
@@ -91,8 +97,9 @@ def hf_worker(model_dir: str, train_file: str, out: str, minutes: float) -> dict
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _call(cmd: list[str]) -> None:
-    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def _call(cmd: list[str], env: dict | None = None) -> None:
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, **(env or {})})
     if res.returncode != 0:
         raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
 
@@ -106,12 +113,32 @@ def run_weaver(name: str, ctx: dict) -> dict:
         s["extra"] += ["--train.top_layers", "none", "--data.max_seq_len", "160", "--train.batch_size", "4"]
     cmd = weaver_recipe.command(ctx["preset"], ctx["model_dir"], ctx["files"]["train"], ctx["files"]["dev"],
                                 ctx["files"]["dev"], out, s)
-    _call(cmd)
+    _call(cmd, ENV.get(name))
     facts = json.loads((out / "run.json").read_text())
+    env = " ".join(f"{k}={v}" for k, v in ENV.get(name, {}).items())
     return {"target_tokens": facts["target_tokens"], "train_s": facts["train_time_s"],
             "target_tokens_per_s": facts["target_tokens_per_s"], "peak_rss_mb": facts["peak_rss_mb"],
-            "steps": facts["steps"], "precision": facts["precision"], "adapter": str(out / "adapter"),
-            "cmd": " ".join(cmd[3:])}
+            "steps": facts["steps"], "precision": facts["precision"], "frozen": facts.get("frozen_dtype", "-"),
+            "adapter": str(out / "adapter"), "cmd": (env + " " if env else "") + " ".join(cmd[3:]),
+            **memory_phases(out / "metrics.jsonl")}
+
+
+def memory_phases(metrics: Path) -> dict:
+    """Where the memory went, from the run's own metrics.jsonl (rss_mb / peak_rss_mb on every event): resident
+    after the first step, the largest resident size seen after a training step, and how much the process peak
+    rose inside validations (the dev loss pass); the process peak by the end of step 1 (loading included)."""
+    events = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [e for e in events if "train_loss" in e and "rss_mb" in e]
+    if not steps:
+        return {}
+    rise, prev = 0.0, None
+    for e in events:
+        if prev is not None and "train_loss" not in e:  # a validation event: the peak growth since the step before
+            rise += e["peak_rss_mb"] - prev
+        prev = e.get("peak_rss_mb", prev)
+    return {"peak_step1_mb": steps[0]["peak_rss_mb"], "rss_step1_mb": steps[0]["rss_mb"],
+            "rss_steps_max_mb": max(e["rss_mb"] for e in steps),
+            "rss_last_mb": steps[-1]["rss_mb"], "peak_rise_validation_mb": round(rise, 1)}
 
 
 def run_hf(ctx: dict) -> dict:
@@ -132,12 +159,17 @@ def markdown(results: dict, ctx: dict, argv: list[str]) -> str:
              f"training each, ROUGE-L (best of refs) on the first {s['n_dev']} dev dialogues, greedy, "
              f"{s['max_new_tokens']} new tokens, repetition penalty 1.1." + (" SMOKE: tiny random model." if
                                                                              ctx["smoke"] else ""), "",
-             "| contender | steps | target tok/s | x plain HF | ROUGE-L | peak RSS MB | precision |",
-             "|---|---|---|---|---|---|---|"]
+             "| contender | steps | target tok/s | x plain HF | ROUGE-L | peak RSS MB | precision | frozen base |"
+             " peak by step 1 MB | RSS after step 1 / max after a step / last step MB | peak rise in validations MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         ratio = f"{r['target_tokens_per_s'] / hf['target_tokens_per_s']:.2f}" if hf else "-"
+        phases = (f"{r['rss_step1_mb']} / {r['rss_steps_max_mb']} / {r['rss_last_mb']}" if "rss_step1_mb" in r
+                  else "-")
         lines.append(f"| {name} | {r.get('steps', '-')} | {r['target_tokens_per_s']} | {ratio} | {r['rougeL']} | "
-                     f"{r['peak_rss_mb']} | {r.get('precision', 'fp32')} |")
+                     f"{r['peak_rss_mb']} | {r.get('precision', 'fp32')} | {r.get('frozen', 'float32')} | "
+                     f"{r.get('peak_step1_mb', '-')} | {phases} | "
+                     f"{r.get('peak_rise_validation_mb', '-')} |")
     lines += ["", "Base model ROUGE-L on the same items: " + str(ctx.get("base_rougeL", "-")),
               "", "weaver commands: " + "; ".join(f"`{r['cmd']}`" for r in results.values() if "cmd" in r)]
     return "\n".join(lines)
