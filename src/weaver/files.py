@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -28,14 +29,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file under a temporary name, fsync it, then rename, so a crash never leaves half a file."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike):
+    """A text file opened under a temporary name, written piece by piece, fsynced and renamed onto `path` when the
+    block ends; an exception removes the temporary file and leaves `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def versions() -> dict[str, str]:

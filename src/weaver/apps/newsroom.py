@@ -27,13 +27,14 @@ import html
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from weaver.apps.text import dedup
 from weaver.data.records import Record
 from weaver.errors import DataError
-from weaver.files import atomic_write_text
+from weaver.files import atomic_write_text, atomic_writer
 from weaver.safety import SafetyPolicy, load_policy
 
 log = logging.getLogger(__name__)
@@ -79,52 +80,52 @@ def _safe_id(raw: str) -> str:
     return safe if safe == raw else f"{safe[:80]}-{hashlib.sha1(raw.encode()).hexdigest()[:6]}"
 
 
-def _from_folder(folder: Path) -> list[Article]:
-    out = []
+def _from_folder(folder: Path) -> Iterator[Article]:
+    """The folder's articles one at a time (the sorted path list is held, each text read when its turn comes)."""
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md")):
         aid = _safe_id(path.relative_to(folder).with_suffix("").as_posix())
         try:
             text = path.read_text(encoding="utf-8-sig")
         except IsADirectoryError:
-            out.append(Article(aid, source=str(path), error="is a directory, not a text file"))
+            yield Article(aid, source=str(path), error="is a directory, not a text file")
             continue
         except UnicodeDecodeError as exc:
-            out.append(Article(aid, source=str(path), error=f"not UTF-8 text (byte {exc.start}); convert it"))
+            yield Article(aid, source=str(path), error=f"not UTF-8 text (byte {exc.start}); convert it")
             continue
         except OSError as exc:
-            out.append(Article(aid, source=str(path), error=f"cannot read ({exc.strerror})"))
+            yield Article(aid, source=str(path), error=f"cannot read ({exc.strerror})")
             continue
         title = ""
         if path.suffix.lower() == ".md" and text.lstrip().startswith("#"):
             first, _, text = text.lstrip().partition("\n")
             title = first.lstrip("#").strip()
-        out.append(Article(aid, text.strip(), title, str(path)))
-    return out
+        yield Article(aid, text.strip(), title, str(path))
 
 
-def _from_jsonl(path: Path) -> list[Article]:
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            row = json.loads(line)
-            text = next(str(row[k]) for k in TEXT_KEYS if isinstance(row, dict) and row.get(k))
-        except (json.JSONDecodeError, StopIteration):
-            out.append(Article(_safe_id(f"line-{i}"), source=where,
-                               error=f"not a JSON object with one of {', '.join(TEXT_KEYS)}"))
-            continue
-        out.append(Article(_safe_id(str(row.get("id") or f"line-{i}")), text.strip(), str(row.get("title") or ""),
-                           where))
-    return out
+def _from_jsonl(path: Path) -> Iterator[Article]:
+    """The file's articles line by line, never the whole file in memory."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{i}"
+            try:
+                row = json.loads(line)
+                text = next(str(row[k]) for k in TEXT_KEYS if isinstance(row, dict) and row.get(k))
+            except (json.JSONDecodeError, StopIteration):
+                yield Article(_safe_id(f"line-{i}"), source=where,
+                              error=f"not a JSON object with one of {', '.join(TEXT_KEYS)}")
+                continue
+            yield Article(_safe_id(str(row.get("id") or f"line-{i}")), text.strip(), str(row.get("title") or ""),
+                          where)
 
 
-def read_articles(path: str | Path) -> list[Article]:
-    """The articles of a folder or .jsonl file, in input order; unreadable ones carry `error`.
+def iter_articles(path: str | Path) -> Iterator[Article]:
+    """The articles of a folder or .jsonl file in input order, read one at a time; unreadable ones carry `error`.
+    Ids are made unique (a repeated id gets -2, -3, ...): only the ids seen so far are kept.
 
     Raises:
-        DataError: the path is missing or holds no articles.
+        DataError: the path is missing or holds no articles (when the first one is asked for).
     """
     path = Path(path)
     if path.is_dir():
@@ -133,15 +134,33 @@ def read_articles(path: str | Path) -> list[Article]:
         articles = _from_jsonl(path)
     else:
         raise DataError(f"--in {path}: pass a folder of .txt/.md articles or a .jsonl file")
-    if not articles:
-        raise DataError(f"--in {path}: no articles found (.txt/.md files, or non-empty .jsonl lines)")
     seen: dict[str, int] = {}
     for a in articles:  # ids name output files: make them unique
         n = seen.get(a.id, 0)
         seen[a.id] = n + 1
         if n:
             a.id = f"{a.id}-{n + 1}"
-    return articles
+        yield a
+    if not seen:
+        raise DataError(f"--in {path}: no articles found (.txt/.md files, or non-empty .jsonl lines)")
+
+
+def check_input(path: str | Path) -> None:
+    """Fail early on a bad --in (missing, the wrong kind, or without a single article), reading one article only.
+
+    Raises:
+        DataError: as iter_articles.
+    """
+    next(iter_articles(path))
+
+
+def read_articles(path: str | Path) -> list[Article]:
+    """All the articles of a folder or .jsonl file as a list (iter_articles streams them).
+
+    Raises:
+        DataError: the path is missing or holds no articles.
+    """
+    return list(iter_articles(path))
 
 
 def _check(policy: SafetyPolicy, texts: list[str]) -> list[str]:
@@ -188,11 +207,15 @@ def _done(path: Path, sha: str) -> dict | None:
 
 def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: int = 3,
                  policy: SafetyPolicy | None = None, seed: int = 0, max_new_tokens: int | None = None,
-                 progress: bool = True, grounding: bool = True, lang: str | None = None) -> NewsroomResult:
+                 progress: bool = True, grounding: bool = True, lang: str | None = None,
+                 workers: int | None = None) -> NewsroomResult:
     """Process every article not already done, then write digest.md and digest.html.
 
+    The articles stream from in_path (one read at a time) and each result goes to disk when it is finished, so a
+    batch of any size runs in the memory of a few articles; the digest is assembled from the files at the end.
+
     Args:
-        source: weaver.apps.source LocalSource or ServerSource.
+        source: weaver.apps.source LocalSource, ServerSource or ServerPool.
         in_path: folder of .txt/.md files or a .jsonl file.
         out_dir: output folder (articles/, digest.md, digest.html).
         n_headlines: alternative headlines per article.
@@ -202,78 +225,111 @@ def run_newsroom(source, in_path: str | Path, out_dir: str | Path, n_headlines: 
         progress: show a tqdm progress bar.
         grounding: tie each summary sentence to the article sentences that support it.
         lang: language of the digest's headings and labels, en | zh (default: the source's instruction language).
+        workers: articles in flight at once (default: the source's `workers`, 1 for an in-process model; a
+            ServerPool's is its servers x requests per server).
     Returns:
         A NewsroomResult.
     Raises:
         DataError: the input path is missing or empty.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from tqdm import tqdm
 
     policy = policy or load_policy()
     out = Path(out_dir)
-    articles = read_articles(in_path)
     result = NewsroomResult(out)
-    entries: dict[str, dict] = {}
-    for art in tqdm(articles, desc="articles", unit="article", disable=not progress):
-        if art.error:
-            result.failed[art.id] = f"{art.source}: {art.error}"
-            log.warning("skipping %s: %s", art.source, art.error)
-            continue
+    order: list[str] = []  # ids with a result file, in input order (ids only: the entries stay on disk)
+    workers = max(1, workers or getattr(source, "workers", 1))
+
+    def one(art: Article) -> tuple[str, str]:
+        """('done' | 'skipped' | 'failed', reason) for one article; writes articles/<id>.json."""
         target = out / "articles" / f"{art.id}.json"
-        sha = hashlib.sha256(art.text.encode()).hexdigest()
-        entry = _done(target, sha)
-        if entry is not None:
-            result.skipped.append(art.id)
+        if _done(target, hashlib.sha256(art.text.encode()).hexdigest()) is not None:
+            return "skipped", ""
+        try:
+            entry = process_article(source, art, n_headlines, policy, seed, max_new_tokens, grounding)
+        except Exception as exc:  # noqa: BLE001 - one failed article must not stop the batch
+            log.warning("article %s failed: %s", art.id, exc)
+            return "failed", f"{art.source}: {type(exc).__name__}: {exc}"
+        atomic_write_text(target, json.dumps(entry, ensure_ascii=False, indent=2) + "\n")
+        return "done", ""
+
+    def record(art: Article, outcome: tuple[str, str]) -> None:
+        kind, reason = outcome
+        if kind == "failed":
+            result.failed[art.id] = reason
         else:
-            try:
-                entry = process_article(source, art, n_headlines, policy, seed, max_new_tokens, grounding)
-            except Exception as exc:  # noqa: BLE001 - one failed article must not stop the batch
-                result.failed[art.id] = f"{art.source}: {type(exc).__name__}: {exc}"
-                log.warning("article %s failed: %s", art.id, exc)
+            getattr(result, kind).append(art.id)
+
+    bar = tqdm(desc="articles", unit="article", disable=not progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: dict = {}
+        for art in iter_articles(in_path):
+            order.append(art.id)
+            if art.error:
+                result.failed[art.id] = f"{art.source}: {art.error}"
+                log.warning("skipping %s: %s", art.source, art.error)
+                bar.update(1)
                 continue
-            atomic_write_text(target, json.dumps(entry, ensure_ascii=False, indent=2) + "\n")
-            result.done.append(art.id)
-        entries[art.id] = entry
-    write_digest(out, [entries[a.id] for a in articles if a.id in entries], result.failed,
+            if workers == 1:
+                record(art, one(art))
+                bar.update(1)
+                continue
+            pending[pool.submit(one, art)] = art
+            while len(pending) >= 2 * workers:  # bounded read-ahead: the input is not pulled into memory
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    record(pending.pop(f), f.result())
+                    bar.update(1)
+        for f in list(pending):
+            record(pending.pop(f), f.result())
+            bar.update(1)
+    bar.close()
+    failed = set(result.failed)
+    write_digest(out, (_done_entry(out, i) for i in order if i not in failed), result.failed,
                  lang or getattr(source, "lang", "en"))
     return result
 
 
-def write_digest(out: Path, entries: list[dict], failed: dict[str, str], lang: str = "en") -> None:
-    """Write digest.md and digest.html (in the given order) atomically, labelled in `lang` (en | zh)."""
+def _done_entry(out: Path, aid: str) -> dict:
+    return json.loads((out / "articles" / f"{aid}.json").read_text(encoding="utf-8"))
+
+
+def write_digest(out: Path, entries, failed: dict[str, str], lang: str = "en") -> None:
+    """Write digest.md and digest.html (entries in the given order, an iterable read once) atomically, labelled in
+    `lang` (en | zh); both files are written entry by entry."""
     w = WORDS.get(lang, WORDS["en"])
-    md = [f"# {w['digest']}", ""]
-    for e in entries:
-        md += [f"## {e['headline'] or e['title'] or e['id']}", "", e["summary"], ""]
-        md += _grounding_md(e.get("grounding"), w)
-        if e["alternatives"]:
-            md += [w["alternatives"], ""] + [f"- {a}" for a in e["alternatives"]] + [""]
-        md += [f"<sub>{e['id']} · {e['source']}</sub>", ""]
-    if failed:
-        md += [f"## {w['failed']}", ""] + [f"- {k}: {v}" for k, v in failed.items()] + [""]
-    atomic_write_text(out / "digest.md", "\n".join(md))
     esc = html.escape
-    body = []
-    for e in entries:
-        alts = "".join(f"<li>{esc(a)}</li>" for a in e["alternatives"])
-        body.append(
-            f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2>{_summary_html(e, w)}"
-            + (f"<p class=alt>{esc(w['alternatives'])}</p><ul>{alts}</ul>" if alts else "")
-            + f"<p class=src>{esc(e['id'])} · {esc(e['source'])}</p></article>"
+    with atomic_writer(out / "digest.md") as md, atomic_writer(out / "digest.html") as page:
+        md.write(f"# {w['digest']}\n\n")
+        page.write(
+            f"<!doctype html><html lang={'zh' if lang == 'zh' else 'en'}><head><meta charset=utf-8>"
+            f"<title>{esc(w['digest'])}</title><style>"
+            "body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}"
+            "article{border-bottom:1px solid #ddd;padding:.5rem 0}h2{font-size:1.2rem;margin:.5rem 0}"
+            ".alt{margin-bottom:0;color:#555}.src{color:#888;font-size:.8rem}.failed{color:#a00}"
+            ".unsup{background:#fde2e2}.ground{font-size:.85rem;color:#555}.ground li{margin:.2rem 0}"
+            f"</style></head><body><h1>{esc(w['digest'])}</h1>"
         )
-    if failed:
-        items = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in failed.items())
-        body.append(f"<section class=failed><h2>{esc(w['failed'])}</h2><ul>{items}</ul></section>")
-    page = (
-        f"<!doctype html><html lang={'zh' if lang == 'zh' else 'en'}><head><meta charset=utf-8>"
-        f"<title>{esc(w['digest'])}</title><style>"
-        "body{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}"
-        "article{border-bottom:1px solid #ddd;padding:.5rem 0}h2{font-size:1.2rem;margin:.5rem 0}"
-        ".alt{margin-bottom:0;color:#555}.src{color:#888;font-size:.8rem}.failed{color:#a00}"
-        ".unsup{background:#fde2e2}.ground{font-size:.85rem;color:#555}.ground li{margin:.2rem 0}"
-        f"</style></head><body><h1>{esc(w['digest'])}</h1>" + "".join(body) + "</body></html>\n"
-    )
-    atomic_write_text(out / "digest.html", page)
+        for e in entries:
+            lines = [f"## {e['headline'] or e['title'] or e['id']}", "", e["summary"], ""]
+            lines += _grounding_md(e.get("grounding"), w)
+            if e["alternatives"]:
+                lines += [w["alternatives"], ""] + [f"- {a}" for a in e["alternatives"]] + [""]
+            lines += [f"<sub>{e['id']} · {e['source']}</sub>", ""]
+            md.write("\n".join(lines) + "\n")
+            alts = "".join(f"<li>{esc(a)}</li>" for a in e["alternatives"])
+            page.write(
+                f"<article><h2>{esc(e['headline'] or e['title'] or e['id'])}</h2>{_summary_html(e, w)}"
+                + (f"<p class=alt>{esc(w['alternatives'])}</p><ul>{alts}</ul>" if alts else "")
+                + f"<p class=src>{esc(e['id'])} · {esc(e['source'])}</p></article>"
+            )
+        if failed:
+            md.write("\n".join([f"## {w['failed']}", ""] + [f"- {k}: {v}" for k, v in failed.items()] + [""]) + "\n")
+            items = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in failed.items())
+            page.write(f"<section class=failed><h2>{esc(w['failed'])}</h2><ul>{items}</ul></section>")
+        page.write("</body></html>\n")
 
 
 def _grounding_md(g: dict | None, w: dict = WORDS["en"]) -> list[str]:

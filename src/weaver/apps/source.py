@@ -2,6 +2,7 @@
 
     source = open_source(model="smollm2-135m-instruct")                   # local, in-process
     source = open_source(server="http://127.0.0.1:8000", server_model="my-adapter")  # a `weaver serve`
+    source = open_source(server=[URL1, URL2], server_model="news", per_server=4)   # a pool, 4 in flight each
     texts = source.generate([record], "headline", SamplingParams(max_new_tokens=32, n=3, temperature=0.8))
 
 Both build prompts only through weaver.data.tasks: the local source renders them with `render_prompt`
@@ -150,17 +151,51 @@ class ServerSource:
         return out
 
 
-def open_source(model: str | None = None, server: str | None = None, server_model: str | None = None,
-                lang: str = "en", batch_size: int = 8, backend: str = DEFAULT_BACKEND, gguf_quant: str = "q8_0"):
-    """A LocalSource for --model (on --backend), or a ServerSource for --server/--server-model.
+class ServerPool:
+    """Several OpenAI-compatible servers serving the same model id, with at most `per_server` requests in flight
+    on each: a call waits for a free slot, so `workers` (servers x per_server) callers keep every server busy and
+    none overloaded. Thread-safe; one httpx connection pool per server."""
+
+    supports_loglik = False
+
+    def __init__(self, urls: list[str], model_id: str, lang: str = "en", per_server: int = 1,
+                 api_key: str | None = None, timeout: float = 300):
+        import queue
+
+        if per_server < 1:
+            raise WeaverError(f"--per-server must be at least 1, not {per_server}")
+        self.servers = [ServerSource(u, model_id, lang=lang, api_key=api_key, timeout=timeout) for u in urls]
+        self.lang, self.model_id, self.workers = lang, model_id, len(urls) * per_server
+        self._slots: queue.Queue = queue.Queue()
+        for _ in range(per_server):  # interleaved: free slots go round the servers
+            for server in self.servers:
+                self._slots.put(server)
+
+    def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
+        """As ServerSource.generate, on the next server with a free slot."""
+        server = self._slots.get()
+        try:
+            return server.generate(records, task, params)
+        finally:
+            self._slots.put(server)
+
+
+def open_source(model: str | None = None, server: str | list[str] | None = None, server_model: str | None = None,
+                lang: str = "en", batch_size: int = 8, backend: str = DEFAULT_BACKEND, gguf_quant: str = "q8_0",
+                per_server: int = 1):
+    """A LocalSource for --model (on --backend), a ServerSource for one --server/--server-model, or a ServerPool
+    for several --server URLs (per_server requests in flight on each).
 
     Raises:
-        WeaverError: neither or both given, or --server without --server-model.
+        WeaverError: --server without --server-model.
     """
-    if server:
+    servers = [server] if isinstance(server, str) else list(server or [])
+    if servers:
         if not server_model:
             raise WeaverError("--server needs --server-model: the model id the server serves (see GET /v1/models)")
-        return ServerSource(server, server_model, lang=lang)
+        if len(servers) == 1 and per_server == 1:
+            return ServerSource(servers[0], server_model, lang=lang)
+        return ServerPool(servers, server_model, lang=lang, per_server=per_server)
     from weaver.models.catalog import DEFAULT_MODEL
 
     return LocalSource(model or DEFAULT_MODEL, lang=lang, batch_size=batch_size, backend=backend,

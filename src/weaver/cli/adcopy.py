@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     build_record(req)  # fail on a bad request before loading a model
     policy = load_policy(args.safety)
     source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
-                         gguf_quant=args.gguf_quant)
+                         gguf_quant=args.gguf_quant, per_server=args.per_server)
     cands = generate_adcopy(source, req, args.n, args.seed, policy, args.max_new_tokens)
     if args.json:
         print(json.dumps(candidates_json(cands), ensure_ascii=False, indent=2))

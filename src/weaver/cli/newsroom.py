@@ -2,8 +2,11 @@
 
     weaver newsroom --model smollm2-135m-instruct --in articles/ --out digest/ --n-headlines 3
     weaver newsroom --server http://127.0.0.1:8000 --server-model news-lora --in articles.jsonl --out digest/
+    weaver newsroom --server http://gpu1:8000 --server http://gpu2:8000 --per-server 8 --server-model news \
+        --in million-articles.jsonl --out digest/       # a pool: 16 articles in flight, the input streamed
 
-Re-running with the same --out skips the articles already done (see weaver.apps.newsroom).
+Articles stream from --in and each result is written when done: re-running with the same --out skips the
+articles already done (see weaver.apps.newsroom).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                         "model, else transformers; llamacpp: llama.cpp on a GGUF export, made once and cached)")
     p.add_argument("--gguf-quant", default="q8_0", choices=["f16", "q8_0", "q4_k_m"],
                    help="with --backend llamacpp: the quantisation of the export (a .gguf or catalog model: as is)")
-    p.add_argument("--server", default=None, help="use a served model instead: base URL of `weaver serve`")
+    p.add_argument("--server", default=None, action="append",
+                   help="use a served model instead: base URL of `weaver serve` or any OpenAI-compatible server; "
+                        "repeat it for a pool of servers serving the same --server-model")
+    p.add_argument("--per-server", type=int, default=1,
+                   help="with --server: requests in flight on each server at once (default 1)")
     p.add_argument("--server-model", default=None, help="with --server: the model id to call")
     p.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the task instructions")
     p.add_argument("--safety", default=None, help="safety policy YAML (default: the packaged policy)")
@@ -42,17 +49,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weaver.apps.newsroom import read_articles, run_newsroom
+    from weaver.apps.newsroom import check_input, run_newsroom
     from weaver.apps.source import open_source
     from weaver.errors import WeaverError
     from weaver.safety import load_policy
 
     if args.n_headlines < 0:
         raise WeaverError("--n-headlines must be 0 or more")
-    read_articles(args.in_path)  # fail on a bad --in before loading a model
+    check_input(args.in_path)  # fail on a bad --in before loading a model (one article read: the rest stream)
     policy = load_policy(args.safety)
     source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
-                         gguf_quant=args.gguf_quant)
+                         gguf_quant=args.gguf_quant, per_server=args.per_server)
     result = run_newsroom(source, args.in_path, args.out, args.n_headlines, policy=policy, seed=args.seed,
                           max_new_tokens=args.max_new_tokens, grounding=not args.no_grounding)
     print(f"{len(result.done)} articles written, {len(result.skipped)} already done, {len(result.failed)} failed "

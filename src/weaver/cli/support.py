@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     index = Index(args.index)
     policy = load_policy(args.safety)
     source = open_source(args.model, args.server, args.server_model, lang=args.lang, backend=args.backend,
-                         gguf_quant=args.gguf_quant)
+                         gguf_quant=args.gguf_quant, per_server=args.per_server)
     threshold = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
     reply = answer(source, index, args.question, args.k, threshold, args.mode, policy, args.max_new_tokens)
     if args.json:
