@@ -124,11 +124,13 @@ class ServerSource:
     def generate(self, records: list[Record], task: str, params: SamplingParams) -> list[list[str]]:
         """params.n texts per record from POST /v1/chat/completions.
 
+        A server that takes fewer choices per request than params.n (llama.cpp's caps `n` at its parallel slots;
+        others refuse n > 1) answers 400 naming the field `n`: the texts are then asked one request each, seeds
+        seed, seed + 1, ..., and so from then on.
+
         Raises:
             WeaverError: the server is unreachable or answers with an error.
         """
-        import httpx
-
         cfg = DataConfig(task=task, lang=self.lang)
         out = []
         for record in records:
@@ -137,18 +139,54 @@ class ServerSource:
                 "max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
                 "seed": params.seed, "stop": params.stop or None,
             }
-            try:
-                resp = self.client.post("/v1/chat/completions", json=body)
-            except httpx.HTTPError as exc:
-                raise WeaverError(f"cannot reach {self.url} ({exc}); is `weaver serve` running there?") from None
-            if resp.status_code != 200:
-                try:
-                    msg = resp.json()["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    msg = resp.text[:200]
-                raise WeaverError(f"the server at {self.url} answered {resp.status_code}: {msg}")
-            out.append([str(c["message"]["content"]).strip() for c in resp.json()["choices"]])
+            if params.n > 1 and not self.one_choice_only:
+                status, reply = self._post(body)
+                if status == 400 and _names_field_n(reply):
+                    self.one_choice_only = True
+                else:
+                    out.append(self._texts(status, reply))
+                    continue
+            if params.n > 1:
+                texts = []
+                for i in range(params.n):
+                    seed = None if params.seed is None else params.seed + i
+                    texts += self._texts(*self._post({**body, "n": 1, "seed": seed}))
+                out.append(texts)
+            else:
+                out.append(self._texts(*self._post(body)))
         return out
+
+    one_choice_only = False
+    """Set when the server refused n > 1: every text is then a request of its own."""
+
+    def _post(self, body: dict):
+        import httpx
+
+        try:
+            resp = self.client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise WeaverError(f"cannot reach {self.url} ({exc}); is `weaver serve` running there?") from None
+        return resp.status_code, resp
+
+    def _texts(self, status: int, resp) -> list[str]:
+        if status != 200:
+            raise WeaverError(f"the server at {self.url} answered {status}: {_error_message(resp)}")
+        return [str(c["message"]["content"]).strip() for c in resp.json()["choices"]]
+
+
+def _error_message(resp) -> str:
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200]
+
+
+def _names_field_n(resp) -> bool:
+    """A 400 about the request's `n` (llama.cpp: "Field 'n': Value must be between 1 <= value <= 2")."""
+    import re
+
+    pattern = r"(?:field|param(?:eter)?)\W+n\b|\bn\b\W*(?:must|should|is|only)|\bn\s*=\s*1\b"
+    return bool(re.search(pattern, _error_message(resp), re.IGNORECASE))
 
 
 class ServerPool:
