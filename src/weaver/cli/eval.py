@@ -26,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML config to start from (default: the run's config.yaml)")
     p.add_argument("--pairs", default=None, help="held-out preference pairs: reward accuracy against the base, and "
                                                  "how often each model prefers the chosen reply")
+    p.add_argument("--server", default=None, help="OpenAI-compatible server (weaver serve, vLLM, llama.cpp) that "
+                                                  "generates the model under test's outputs; perplexity stays local")
+    p.add_argument("--server-model", default=None, help="with --server: the model under test's served id")
+    p.add_argument("--base-server-model", default=None,
+                   help="with --server: the base's served id (default: the base runs here)")
     p.epilog = ("Any config value can be overridden with --section.key value, e.g. --generate.max_new_tokens 48 "
                 "--eval.bootstrap 2000 --eval.semantic false.")
     accept_overrides(p)
@@ -69,7 +74,9 @@ def build_config(args: argparse.Namespace):
     if base_file is None and run_cfg.is_file():
         base_file = run_cfg
     flags = {"model.name": args.model, "data.test": args.data, "data.task": args.task, "eval.base": args.base,
-             "eval.limit": args.limit, "eval.out_dir": args.out, "eval.pairs": args.pairs}
+             "eval.limit": args.limit, "eval.out_dir": args.out, "eval.pairs": args.pairs,
+             "eval.server": args.server, "eval.server_model": args.server_model,
+             "eval.base_server_model": args.base_server_model}
     overrides = [x for key, value in flags.items() if value is not None for x in (f"--{key}", str(value))]
     return load_config(base_file, overrides + list(args.overrides or []))
 

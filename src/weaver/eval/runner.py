@@ -203,31 +203,46 @@ def _seq2seq_nll(model, tok, prompts: list[str], refs: list[str], limits: tuple[
     return sums, counts
 
 
-def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], params, label: str) -> dict:
+def run_model(spec: str, cfg: RunConfig, prompts: list[str], refs: list[str], params, label: str,
+              served: str | None = None) -> dict:
     """Load one model, generate for every prompt, score reference perplexity, free it.
 
+    Args:
+        served: the model's id on cfg.eval.server: its outputs come from there (weaver.eval.remote); spec is
+            still loaded here for the perplexity.
     Returns:
         {"outputs", "nll", "tokens", "speed": {...}}.
     """
     from tqdm.auto import tqdm
 
-    from weaver.generate.engine import load_generator
-
     t0 = time.perf_counter()
     g = cfg.generate
-    gen, tok, model = load_generator(spec, g.backend, cfg.model.quantize, g.gguf_quant, cfg.model.dtype, g.batch_size)
-    load_s = time.perf_counter() - t0
+    gen = tok = model = None
     with tqdm(total=len(prompts), desc=f"generating ({label})", unit="ex", leave=False) as bar:
-        outs = gen.generate(prompts, params, progress=bar.update)
-    out: dict[str, Any] = {"outputs": [o[0].text for o in outs]}
-    new_tokens, seconds = gen.stats["new_tokens"], gen.stats["seconds"]
-    out["speed"] = {"backend": gen.backend.name, "load_s": round(load_s, 2), "generate_s": round(seconds, 2),
+        if served is not None:
+            from weaver.eval.remote import generate_remote
+
+            texts, stats = generate_remote(cfg.eval.server, served, prompts, params, cfg.eval.server_concurrency,
+                                           progress=bar.update)
+            backend, load_s = f"server {cfg.eval.server} ({served})", 0.0
+        else:
+            from weaver.generate.engine import load_generator
+
+            gen, tok, model = load_generator(spec, g.backend, cfg.model.quantize, g.gguf_quant, cfg.model.dtype,
+                                             g.batch_size)
+            load_s = time.perf_counter() - t0
+            outs = gen.generate(prompts, params, progress=bar.update)
+            texts, backend = [o[0].text for o in outs], gen.backend.name
+            stats = {**gen.stats, "finish_length": sum(o[0].finish_reason == "length" for o in outs)}
+    out: dict[str, Any] = {"outputs": texts}
+    new_tokens, seconds = stats["new_tokens"], stats["seconds"]
+    out["speed"] = {"backend": backend, "load_s": round(load_s, 2), "generate_s": round(seconds, 2),
                     "new_tokens": new_tokens,
-                    "tokens_per_s": round(new_tokens / seconds, 2) if seconds else None,
-                    "finish_length": sum(o[0].finish_reason == "length" for o in outs)}
+                    "tokens_per_s": round(new_tokens / seconds, 2) if seconds and new_tokens else None,
+                    "finish_length": stats["finish_length"]}
     if cfg.eval.perplexity:
         t1 = time.perf_counter()
-        if model is None:  # llama.cpp gives no teacher-forced log-probabilities: transformers on the fp32 weights
+        if model is None:  # llama.cpp or a server give no teacher-forced log-probabilities: transformers, fp32
             from weaver.models.loading import load_model
 
             del gen
@@ -291,7 +306,8 @@ def evaluate(cfg: RunConfig) -> Report:
         if spec is None:
             continue
         log.info("evaluating %s (%s) on %d examples", label, spec, len(records))
-        systems[label] = run_model(spec, cfg, prompts, [r[0] for r in refs_list], params, label)
+        served = cfg.eval.server_model if label == "tuned" else cfg.eval.base_server_model
+        systems[label] = run_model(spec, cfg, prompts, [r[0] for r in refs_list], params, label, served)
         if ground:
             systems[label]["grounding"] = grounding([r.input for r in records], systems[label]["outputs"], lang)
         systems[label]["scores"] = score_outputs(systems[label], refs_list, lang, cfg.eval)
