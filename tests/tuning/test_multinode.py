@@ -51,3 +51,25 @@ def test_two_nodes_train_one_run(tiny_model_dir, tiny_data, tmp_path):
     facts = json.loads((out / "run.json").read_text())
     assert facts["processes"] == 2 and facts["steps"] == 3
     assert (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_fsdp_on_a_cpu_only_machine_is_refused_with_the_alternative(tiny_model_dir, tiny_data, tmp_path):
+    """accelerate 1.15's FSDP plugin requires an accelerator device; `weaver tune` says so and names DDP."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: FSDP can run")
+    acc = tmp_path / "fsdp-cpu.yaml"
+    acc.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nfsdp_config:\n"
+                   "  fsdp_sharding_strategy: FULL_SHARD\nmixed_precision: 'no'\nnum_machines: 1\n"
+                   "num_processes: 2\nmachine_rank: 0\nuse_cpu: true\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  task: summarize\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc),
+                          "--main_process_port", str(_free_port()), "-m", "weaver.cli", "tune", str(config),
+                          *tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "run")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "FSDP needs a GPU" in res.stderr and "multi-cpu.yaml" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -246,7 +246,14 @@ def tune(cfg: RunConfig) -> Path:
     from weaver.tuning.run_dir import RunFolder
 
     run_dir = Path(cfg.train.out_dir)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    try:
+        acc = Accelerator(cpu=not torch.cuda.is_available())
+    except RuntimeError as exc:
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and "no available devices" in str(exc):
+            raise ConfigError("accelerate's FSDP needs a GPU (or another accelerator) and this machine has none; on "
+                              "CPUs train data-parallel instead: accelerate launch --config_file "
+                              "configs/accelerate/multi-cpu.yaml -m weaver.cli tune ...") from None
+        raise
     folder = RunFolder.open(cfg) if acc.is_main_process else None  # checks; creates; deletes nothing
     acc.wait_for_everyone()
     try:
