@@ -117,6 +117,7 @@ def one_task(a, name: str, preset: Path) -> dict:
 
 
 def main() -> None:
+    global WORK
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny random Llama, 2 steps per run, a few examples")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -127,7 +128,11 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=100, help="held-out test records scored")
     p.add_argument("--k", type=int, default=4, help="samples per input (synth and select)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--work", default=None, help=f"working folder (default {WORK.relative_to(ROOT)}): two runs side by "
+                                                "side need two")
     a = p.parse_args()
+    if a.work:
+        WORK = Path(a.work).resolve()
     if a.smoke:
         a.tasks, a.m, a.n, a.pool, a.steps, a.limit, a.k, a.max_new_tokens = ["dialogsum"], 6, 6, 8, 2, 4, 2, 8
     dialogsum = ROOT.parent / "shared" / "data" / "dialogsum" / "train.jsonl"
