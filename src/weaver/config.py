@@ -214,6 +214,10 @@ class TrainConfig:
     (QLoRA; bitsandbytes, `pip install weaver[quant4]`), dequantized in every forward: about a seventh of fp32's
     memory, slower steps, and an adapter trained against the rounded base. auto: bfloat16 when the precision is
     bf16 and the method saves only an adapter (lora, adalora, ia3, prefix, adapter), else float32."""
+    logit_chunk_mb: int = 128
+    """Memory for the LM head's logits at once in the loss (0 = all target positions at once): above it the logits
+    are computed in chunks of positions, each recomputed in the backward pass. Gemma-3-270M (262k vocabulary),
+    adgen preset: peak RSS 4.59 -> 2.89 GB, same losses, ~5% fewer tokens/s; SmolLM2's batches fit in one chunk."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of
@@ -385,6 +389,7 @@ TRAIN_RANGES = {
     "num_virtual_tokens": "[1, inf)", "adapter_size": "[1, inf)", "warmup_steps": "[0, inf)",
     "batch_size": "[1, inf)", "grad_accum": "[1, inf)", "eval_every": "[0, inf)", "save_every": "[0, inf)",
     "keep_checkpoints": "[1, inf)", "rouge_samples": "[1, inf)", "patience": "[1, inf)", "dpo_beta": "(0, inf)",
+    "logit_chunk_mb": "[0, inf)",
 }
 _RANGE_HINTS = {"train.max_steps": " (none trains for --train.epochs)", "train.max_minutes": " (none: no time budget)",
                 "train.patience": " (none never stops early)", "train.eval_every": " (0 validates only at the end)"}

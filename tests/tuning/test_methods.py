@@ -144,3 +144,25 @@ def test_prefix_generation_applies_the_prefix_alone_and_in_a_batch(tiny_model):
     with model.disable_adapter():
         base = [c[0].text for c in Generator(model, tok).generate(prompts, params)]
     assert base != batched
+
+
+def test_chunked_target_logits_give_the_same_loss_and_gradients(tiny_model):
+    """Above LOGIT_CHUNK_ELEMENTS the LM head runs in checkpointed chunks of positions: same loss and gradients."""
+    from weaver.tuning.step import target_cross_entropy
+
+    model, tok = tiny_model
+    batch = _batch(tok)
+    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["labels"][:, 1:] != -100
+    h, t = hidden[:, :-1][mask], batch["labels"][:, 1:][mask]
+    assert len(t) > 6
+    results = []
+    for elements in (2**40, 3 * model.config.vocab_size):  # one chunk; 3 positions per chunk
+        loss = target_cross_entropy(model, h, t, chunk_elements=elements)
+        grads = torch.autograd.grad(loss, [model.lm_head.weight, model.model.layers[1].mlp.down_proj.weight],
+                                    retain_graph=True)
+        results.append((loss.detach(), grads))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)  # float summation order only

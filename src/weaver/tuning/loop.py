@@ -125,7 +125,8 @@ class Trainer:
             loss_mod = PreferenceLoss(model, self.t.dpo_beta, self.t.dpo_loss_type,
                                       full_forward=self.t.method == "prefix")
         else:
-            loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD)
+            loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD,
+                                    chunk_elements=self.t.logit_chunk_mb * 2**20 // 4)
         self.optimizer = make_optimizer(model, self.t)
         self.scheduler = make_scheduler(self.optimizer, self.t, self.total_steps)
         self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)

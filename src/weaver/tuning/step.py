@@ -81,6 +81,11 @@ def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+LOGIT_CHUNK_ELEMENTS = 2**25
+"""Logits computed at once by target_cross_entropy (train.logit_chunk_mb 128): 32M floats, i.e. 682 target
+positions of SmolLM2's 49k vocabulary, 128 of Gemma-3's 262k."""
+
+
 class CausalLMLoss(torch.nn.Module):
     """Mean next-token cross-entropy over target positions, as one module (what DDP/accelerate wraps).
 
@@ -88,10 +93,11 @@ class CausalLMLoss(torch.nn.Module):
     (weaver.data.tokenize.Collator(pack=True)) gives position_ids and no attention_mask instead.
     """
 
-    def __init__(self, model, target_only: bool = True):
+    def __init__(self, model, target_only: bool = True, chunk_elements: int | None = LOGIT_CHUNK_ELEMENTS):
         super().__init__()
         self.model = model
         self.target_only = target_only
+        self.chunk_elements = chunk_elements
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
         shifted = labels[:, 1:]
@@ -105,11 +111,37 @@ class CausalLMLoss(torch.nn.Module):
         base = _base(self.model)
         hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[:, :-1][mask])
-        cap = getattr(base.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return F.cross_entropy(logits.float(), shifted[mask]), n
+        return target_cross_entropy(base, hidden[:, :-1][mask], shifted[mask], self.chunk_elements), n
+
+
+
+
+def _chunk_loss(head, cap, hidden, targets):
+    logits = head(hidden)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def target_cross_entropy(base, hidden, targets, chunk_elements: int | None = LOGIT_CHUNK_ELEMENTS):
+    """Mean cross-entropy of the LM head's logits at the target positions (hidden: (T, d), targets: (T,)).
+
+    With a large vocabulary the logits, their softmax and its gradient dominate a step's memory (Gemma-3-270M,
+    262k tokens, ~700 targets: about 0.7 GB each). Above chunk_elements logits, they are computed in chunks of
+    positions, each recomputed in the backward pass instead of kept (activation checkpointing): the same loss and
+    gradients (float summation order aside), one chunk's logits alive at a time, one more LM-head forward.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    head = base.get_output_embeddings()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    per_chunk = max(1, chunk_elements // head.weight.shape[0]) if chunk_elements else len(targets)
+    if len(targets) <= per_chunk:
+        return _chunk_loss(head, cap, hidden, targets) / len(targets)
+    total = sum(checkpoint(_chunk_loss, head, cap, hidden[i : i + per_chunk], targets[i : i + per_chunk],
+                           use_reentrant=False)
+                for i in range(0, len(targets), per_chunk))
+    return total / len(targets)
 
 
 class Seq2SeqLMLoss(torch.nn.Module):
