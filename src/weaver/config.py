@@ -217,7 +217,7 @@ class TrainConfig:
     logit_chunk_mb: int = 128
     """Memory for the LM head's logits at once in the loss (0 = all target positions at once): above it the logits
     are computed in chunks of positions, each recomputed in the backward pass. Gemma-3-270M (262k vocabulary),
-    adgen preset: peak RSS 4.59 -> 2.89 GB, same losses, ~5% fewer tokens/s; SmolLM2's batches fit in one chunk."""
+    adgen preset: peak RSS 4.58 -> 2.90 GB (bench/train_memory.py), same losses; SmolLM2's batches fit one chunk."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of
