@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,10 @@ def tiny_overrides(model_dir: Path, data: Path, out: Path, **train) -> list[str]
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", 40)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

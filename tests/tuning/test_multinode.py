@@ -6,28 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import tiny_overrides
+from .conftest import free_port, tiny_overrides
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_nodes_train_one_run(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "run"
-    port = str(_free_port())
+    port = str(free_port())
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     config = tmp_path / "c.yaml"
     config.write_text("# weaver tune c.yaml\ndata:\n  task: summarize\n")
@@ -67,7 +60,7 @@ def test_fsdp_on_a_cpu_only_machine_is_refused_with_the_alternative(tiny_model_d
     config.write_text("data:\n  task: summarize\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc),
-                          "--main_process_port", str(_free_port()), "-m", "weaver.cli", "tune", str(config),
+                          "--main_process_port", str(free_port()), "-m", "weaver.cli", "tune", str(config),
                           *tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "run")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from safetensors.torch import load_file
 from weaver.config import load_config
 from weaver.tuning.run import tune
 
-from .conftest import tiny_overrides
+from .conftest import free_port, tiny_overrides
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,12 +57,6 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_
     assert json.loads((resumed / "run.json").read_text())["steps"] == 10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_hold_identical_weights(tiny_model_dir, tiny_data, tmp_path):
     script = tmp_path / "ddp.py"
     out = tmp_path / "ddp"
@@ -85,7 +78,7 @@ def test_two_processes_hold_identical_weights(tiny_model_dir, tiny_data, tmp_pat
         f"save_file(checkpoint.trainable_tensors(seen['m']), {str(tmp_path)!r} + f'/rank{{rank}}.safetensors')\n"
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), str(script)]
+           str(free_port()), str(script)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
