@@ -32,3 +32,11 @@ class DiskFullError(WeaverError, OSError):
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+def server_error_message(resp) -> str:
+    """The message of an OpenAI-style error reply ({"error": {"message": ...}}), else the start of its body."""
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200]

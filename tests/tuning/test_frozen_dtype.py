@@ -152,3 +152,23 @@ def test_nf4_is_refused_where_it_cannot_work(monkeypatch):
     with pytest.raises(ConfigError, match=r"weaver\[quant4\]"):
         nf4_loading(TrainConfig(frozen_dtype="nf4"))
     assert nf4_loading(TrainConfig()) == {}
+
+
+def test_logit_chunk_mb_changes_memory_not_the_losses(tiny_model_dir, tiny_data, tmp_path):
+    """train.logit_chunk_mb 1 chunks the tiny model's 49k-vocabulary logits every 5 positions; 0 computes them at
+    once: the same training losses either way. A negative value is refused."""
+    from weaver.config import load_config
+    from weaver.tuning.run import tune
+
+    from .conftest import tiny_overrides
+
+    losses = {}
+    for mb in (0, 1):
+        out = tmp_path / f"run{mb}"
+        tune(load_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=3, eval_every=0,
+                                              logit_chunk_mb=mb)))
+        losses[mb] = [json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                      if "train_loss" in json.loads(line)]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4)
+    with pytest.raises(ConfigError, match="logit_chunk_mb"):
+        TrainConfig(logit_chunk_mb=-1)

@@ -20,7 +20,7 @@ from pathlib import Path
 from weaver.config import DEFAULT_BACKEND, DataConfig, load_config
 from weaver.data.records import Record
 from weaver.data.tasks import build_messages, get_task, render_prompt
-from weaver.errors import WeaverError
+from weaver.errors import WeaverError, server_error_message
 from weaver.generate.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class ServerSource:
     """A model served by `weaver serve` (or any OpenAI-compatible server), called with httpx."""
 
     supports_loglik = False
+    one_choice_only = False
+    """Set when the server refused n > 1: every text is then a request of its own."""
 
     def __init__(self, url: str, model_id: str, lang: str = "en", api_key: str | None = None, timeout: float = 300):
         import httpx
@@ -156,9 +158,6 @@ class ServerSource:
                 out.append(self._texts(*self._post(body)))
         return out
 
-    one_choice_only = False
-    """Set when the server refused n > 1: every text is then a request of its own."""
-
     def _post(self, body: dict):
         import httpx
 
@@ -170,15 +169,8 @@ class ServerSource:
 
     def _texts(self, status: int, resp) -> list[str]:
         if status != 200:
-            raise WeaverError(f"the server at {self.url} answered {status}: {_error_message(resp)}")
+            raise WeaverError(f"the server at {self.url} answered {status}: {server_error_message(resp)}")
         return [str(c["message"]["content"]).strip() for c in resp.json()["choices"]]
-
-
-def _error_message(resp) -> str:
-    try:
-        return str(resp.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:200]
 
 
 def _names_field_n(resp) -> bool:
@@ -186,7 +178,7 @@ def _names_field_n(resp) -> bool:
     import re
 
     pattern = r"(?:field|param(?:eter)?)\W+n\b|\bn\b\W*(?:must|should|is|only)|\bn\s*=\s*1\b"
-    return bool(re.search(pattern, _error_message(resp), re.IGNORECASE))
+    return bool(re.search(pattern, server_error_message(resp), re.IGNORECASE))
 
 
 class ServerPool:

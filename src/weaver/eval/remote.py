@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from weaver.errors import WeaverError
+from weaver.errors import WeaverError, server_error_message
 
 
 def request_body(model_id: str, prompt: str, params) -> dict:
@@ -55,12 +55,8 @@ def generate_remote(url: str, model_id: str, prompts: list[str], params, concurr
             except httpx.HTTPError as exc:
                 raise WeaverError(f"--eval.server: cannot reach {base} ({exc})") from None
             if resp.status_code != 200:
-                try:
-                    msg = resp.json()["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    msg = resp.text[:200]
                 raise WeaverError(f"--eval.server: {base} answered {resp.status_code} for model "
-                                  f"{model_id!r}: {msg}")
+                                  f"{model_id!r}: {server_error_message(resp)}")
             try:
                 reply = resp.json()
                 choice = reply["choices"][0]

