@@ -7,7 +7,9 @@ when only M labelled examples exist?
 
 --concurrent-select ranks the active-selection pool in a second process (one thread) while run M tunes and synth
 writes (select needs only the base model): the task's wall time drops by about the select time; the reported
-seconds of each phase then include the contention.
+seconds of each phase then include the contention. --resume continues a stopped invocation in the same --work
+folder: finished runs and select's list are reused (their seconds are not known again), synth continues where it
+stopped (its seconds are this invocation's part).
 
 Per task (its preset: configs/dialogsum-smollm2.yaml, configs/support-smollm2.yaml), with the same step budget
 (--steps) for every run:
@@ -92,6 +94,11 @@ def select_process(a, name: str, preset: str, ids: list[str], backend: str, work
     out.write_text(json.dumps(picked + [{"seconds": time.perf_counter() - t0}], ensure_ascii=False), encoding="utf-8")
 
 
+def finished_run(a, run_dir: Path) -> Path | None:
+    """--resume: a run folder an earlier (stopped) invocation finished, else None (then it is tuned again)."""
+    return run_dir if a.resume and (run_dir / "adapter" / "adapter_model.safetensors").is_file() else None
+
+
 def one_task(a, name: str, preset: Path) -> dict:
     """The four runs and two evaluations of one task; returns what the section reports."""
     from weaver.config import load_config
@@ -101,7 +108,8 @@ def one_task(a, name: str, preset: Path) -> dict:
     from weaver.tuning.synth import synthesize
     from weaver.tuning.synth_filters import SynthSettings
 
-    shutil.rmtree(WORK / name, ignore_errors=True)
+    if not a.resume:
+        shutil.rmtree(WORK / name, ignore_errors=True)
     base_cfg = load_config(preset, flags({"model.name": str(talky_tiny_model())} if a.smoke else {}))
     test_inputs = {r.input for r in read_records(base_cfg.data.test)}
     pool = [r for r in read_records(base_cfg.data.train) if r.input not in test_inputs]
@@ -112,14 +120,19 @@ def one_task(a, name: str, preset: Path) -> dict:
     files = {"labelled": write_jsonl(WORK / name / "labelled.jsonl", labelled),
              "unlabelled": write_jsonl(WORK / name / "unlabelled.jsonl", unlabelled)}
     backend = "transformers" if a.smoke else "auto"  # `weaver data synth/select`'s default: llama.cpp on a CPU
-    selecting = None
-    if a.concurrent_select:  # select needs only the base model: a second process ranks while run M tunes and writes
+    selecting, picked_file = None, WORK / name / "picked.json"
+    if a.resume and picked_file.is_file():
+        picked = json.loads(picked_file.read_text(encoding="utf-8"))
+        t["select"] = picked.pop()["seconds"]
+    elif a.concurrent_select:  # select needs only the base model: a second process ranks while run M tunes and writes
         selecting = multiprocessing.get_context("spawn").Process(
             target=select_process, args=(a, name, str(preset), [r.id for r in candidates], backend, str(WORK)))
         selecting.start()
     t0 = time.perf_counter()
-    run_m = tune(load_config(preset, flags(run_overrides(a, name, files["labelled"], "m"))))
-    t["tune_m"] = time.perf_counter() - t0
+    run_m = finished_run(a, WORK / name / "m")
+    if run_m is None:
+        run_m = tune(load_config(preset, flags(run_overrides(a, name, files["labelled"], "m"))))
+        t["tune_m"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     synth_out = WORK / name / "synth.jsonl"
@@ -130,12 +143,16 @@ def one_task(a, name: str, preset: Path) -> dict:
     t["synth"] = time.perf_counter() - t0
     if not summary["kept"]:
         raise SystemExit(f"{name}: synth kept no example of {len(unlabelled)} (see {synth_out}): nothing to compare")
-    run_ms = tune(load_config(preset, flags(run_overrides(a, name, files["labelled"], "m_synth", synth_out))))
+    run_ms = finished_run(a, WORK / name / "m_synth") or tune(
+        load_config(preset, flags(run_overrides(a, name, files["labelled"], "m_synth", synth_out))))
 
-    if selecting is None:
+    if "select" in t:
+        pass  # resumed from picked.json
+    elif selecting is None:
         t0 = time.perf_counter()
         picked = run_select(a, base_cfg, candidates, backend)
         t["select"] = time.perf_counter() - t0
+        picked_file.write_text(json.dumps(picked + [{"seconds": t["select"]}], ensure_ascii=False), encoding="utf-8")
     else:
         selecting.join()
         if selecting.exitcode != 0:
@@ -144,7 +161,8 @@ def one_task(a, name: str, preset: Path) -> dict:
         t["select"] = picked.pop()["seconds"]
     by_id = {r.id: r for r in candidates}
     files["active"] = write_jsonl(WORK / name / "active.jsonl", [by_id[p["id"]] for p in picked])  # "labelled"
-    run_active = tune(load_config(preset, flags(run_overrides(a, name, files["active"], "m_active"))))
+    run_active = finished_run(a, WORK / name / "m_active") or tune(
+        load_config(preset, flags(run_overrides(a, name, files["active"], "m_active"))))
 
     reports = {}
     for label, run in (("synth", run_ms), ("active", run_active)):
@@ -170,6 +188,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--work", default=None, help=f"working folder (default {WORK.relative_to(ROOT)}): two runs side by "
                                                 "side need two")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the working folder: reuse finished runs and select's list; synth continues where it "
+                        "stopped")
     p.add_argument("--concurrent-select", action="store_true",
                    help="rank the active-selection pool in a second process while run M tunes and synth writes")
     a = p.parse_args()
@@ -191,6 +212,10 @@ def main() -> None:
         write(a, results, time.time() - t0, load0)
 
 
+def _secs(seconds: dict, phase: str) -> str:
+    return f"{seconds[phase]:.0f} s" if phase in seconds else "finished by an earlier invocation (--resume)"
+
+
 def _verdict(report, metric: str = "rougeL") -> str:
     m = report.metrics.get(metric)
     if not m:
@@ -207,6 +232,7 @@ def write(a, results: dict, wall: float, load0: float) -> None:
         command += "".join(f" --{k} {getattr(a, k)}" for k, v in DEFAULTS.items() if getattr(a, k) != v)
         command += f" --tasks {' '.join(a.tasks)}" if a.tasks != list(TASKS) else ""
         command += " --concurrent-select" if a.concurrent_select else ""
+        command += " --resume" if a.resume else ""
     missing = [t for t in a.tasks if t not in results]
     parts = [f"""## Label-scarce tuning (`label_scarce.py`): self-training and active selection, SmolLM2-135M
 
@@ -226,7 +252,7 @@ against run M (paired bootstrap 95% CIs). Gains are reported whatever their sign
         s = r["seconds"]
         parts.append(f"""### {name}
 
-Synthesis ({s['synth']:.0f} s; tune M {s['tune_m']:.0f} s; select {s['select']:.0f} s):
+Synthesis ({_secs(s, 'synth')}; tune M {_secs(s, 'tune_m')}; select {_secs(s, 'select')}):
 
 ```
 {summary_text(r['summary'])}
