@@ -99,6 +99,29 @@ def test_body_too_large_is_413(server, auth):
     assert_envelope(resp, 413, code="request_too_large")
 
 
+def test_413_reaches_a_client_still_sending_its_body(server, auth):
+    """A refused body (by Content-Length) is read before the 413 is sent: a client that is still sending gets the
+    413, not a connection reset (the server closing on unread data resets the connection)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server)
+    body = b"x" * 1_100_000
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: {auth['Authorization']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head + body[:100_000])
+        time.sleep(0.5)  # the server has seen the headers and refused by now
+        sock.sendall(body[100_000:])
+        reply = b""
+        while b"request_too_large" not in reply:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"request_too_large" in reply, reply[:200]
+
+
 def test_503_while_loading_then_ready(tiny_model_dir):
     gate = threading.Event()
 

@@ -98,6 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 CLOSE = {"Connection": "close"}
+DRAIN_BYTES = 8 * 2**20
+DRAIN_S = 5.0
 
 
 class BodyLimitMiddleware:
@@ -117,6 +119,7 @@ class BodyLimitMiddleware:
         length = headers.get(b"content-length")
         message = f"request body is larger than the server's limit of {self.limit} bytes"
         if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._drain(receive, int(length))
             return await self._reject(send, message)
         seen, complete = 0, False
         deadline = time.monotonic() + self.read_timeout_s
@@ -139,6 +142,21 @@ class BodyLimitMiddleware:
             return msg
 
         await self.app(scope, limited_receive, send)
+
+    async def _drain(self, receive, length: int) -> None:
+        """Read and drop a refused body of up to DRAIN_BYTES (for at most DRAIN_S) before answering 413: a client
+        still sending when the connection closes gets a reset instead of the 413 (seen in the fuzz suite with a
+        1.1 MB body). Bigger or slower bodies are not read; their connection is closed after the 413."""
+        if length > max(DRAIN_BYTES, self.limit):
+            return
+        end = time.monotonic() + DRAIN_S
+        try:
+            while True:
+                msg = await asyncio.wait_for(receive(), timeout=max(0.0, end - time.monotonic()))
+                if msg["type"] != "http.request" or not msg.get("more_body", False):
+                    return
+        except asyncio.TimeoutError:
+            return
 
     @staticmethod
     async def _reject(send, message: str) -> None:
