@@ -8,8 +8,8 @@ when only M labelled examples exist?
 --concurrent-select ranks the active-selection pool in a second process (one thread) while run M tunes and synth
 writes (select needs only the base model): the task's wall time drops by about the select time; the reported
 seconds of each phase then include the contention. --resume continues a stopped invocation in the same --work
-folder: finished runs and select's list are reused (their seconds are not known again), synth continues where it
-stopped (its seconds are this invocation's part).
+folder: finished runs (their seconds are not known again) and select's list (with its seconds) are reused, synth
+continues where it stopped (its seconds are this invocation's part).
 
 Per task (its preset: configs/dialogsum-smollm2.yaml, configs/support-smollm2.yaml), with the same step budget
 (--steps) for every run:
@@ -90,8 +90,18 @@ def select_process(a, name: str, preset: str, ids: list[str], backend: str, work
     by_id = {r.id: r for r in read_records(base_cfg.data.train)}
     t0 = time.perf_counter()
     picked = run_select(a, base_cfg, [by_id[i] for i in ids], backend)
-    out = WORK / name / "picked.json"
-    out.write_text(json.dumps(picked + [{"seconds": time.perf_counter() - t0}], ensure_ascii=False), encoding="utf-8")
+    save_picked(WORK / name / "picked.json", picked, time.perf_counter() - t0)
+
+
+def save_picked(path: Path, picked: list[dict], seconds: float) -> None:
+    path.write_text(json.dumps({"picked": picked, "seconds": seconds}, ensure_ascii=False), encoding="utf-8")
+
+
+def load_picked(path: Path) -> tuple[list[dict], float]:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(saved, list):  # written by the first --concurrent-select version: the list, then {"seconds"}
+        return saved[:-1], saved[-1]["seconds"]
+    return saved["picked"], saved["seconds"]
 
 
 def finished_run(a, run_dir: Path) -> Path | None:
@@ -120,11 +130,8 @@ def one_task(a, name: str, preset: Path) -> dict:
     files = {"labelled": write_jsonl(WORK / name / "labelled.jsonl", labelled),
              "unlabelled": write_jsonl(WORK / name / "unlabelled.jsonl", unlabelled)}
     backend = "transformers" if a.smoke else "auto"  # `weaver data synth/select`'s default: llama.cpp on a CPU
-    selecting, picked_file = None, WORK / name / "picked.json"
-    if a.resume and picked_file.is_file():
-        picked = json.loads(picked_file.read_text(encoding="utf-8"))
-        t["select"] = picked.pop()["seconds"]
-    elif a.concurrent_select:  # select needs only the base model: a second process ranks while run M tunes and writes
+    selecting, picked_file = None, WORK / name / "picked.json"  # picked_file exists only when resumed
+    if a.concurrent_select and not picked_file.is_file():  # a second process ranks while run M tunes and synth writes
         selecting = multiprocessing.get_context("spawn").Process(
             target=select_process, args=(a, name, str(preset), [r.id for r in candidates], backend, str(WORK)))
         selecting.start()
@@ -146,19 +153,14 @@ def one_task(a, name: str, preset: Path) -> dict:
     run_ms = finished_run(a, WORK / name / "m_synth") or tune(
         load_config(preset, flags(run_overrides(a, name, files["labelled"], "m_synth", synth_out))))
 
-    if "select" in t:
-        pass  # resumed from picked.json
-    elif selecting is None:
-        t0 = time.perf_counter()
-        picked = run_select(a, base_cfg, candidates, backend)
-        t["select"] = time.perf_counter() - t0
-        picked_file.write_text(json.dumps(picked + [{"seconds": t["select"]}], ensure_ascii=False), encoding="utf-8")
-    else:
+    if selecting is not None:
         selecting.join()
         if selecting.exitcode != 0:
             raise SystemExit(f"{name}: the select process failed (exit {selecting.exitcode})")
-        picked = json.loads((WORK / name / "picked.json").read_text(encoding="utf-8"))
-        t["select"] = picked.pop()["seconds"]
+    if not picked_file.is_file():
+        t0 = time.perf_counter()
+        save_picked(picked_file, run_select(a, base_cfg, candidates, backend), time.perf_counter() - t0)
+    picked, t["select"] = load_picked(picked_file)
     by_id = {r.id: r for r in candidates}
     files["active"] = write_jsonl(WORK / name / "active.jsonl", [by_id[p["id"]] for p in picked])  # "labelled"
     run_active = finished_run(a, WORK / name / "m_active") or tune(
