@@ -78,3 +78,40 @@ def test_request_shape_and_errors():
         load_config(None, ["--eval.server", "http://srv"])
     with pytest.raises(ConfigError, match="set it"):
         load_config(None, ["--eval.base_server_model", "b"])
+
+
+def test_a_remote_generator_spreads_samples_over_a_pool_and_bounds_each_server():
+    import threading
+    import time
+
+    from weaver.eval.remote import RemoteGenerator
+
+    lock, busy, peak, seeds = threading.Lock(), {}, {}, []
+
+    def handler(request):
+        host, body = request.url.host, json.loads(request.content)
+        with lock:
+            busy[host] = busy.get(host, 0) + 1
+            peak[host] = max(peak.get(host, 0), busy[host])
+            seeds.append((body["prompt"], body["seed"]))
+        time.sleep(0.02)
+        with lock:
+            busy[host] -= 1
+        if body["prompt"] == "broken":
+            return httpx.Response(500, json={"error": {"message": "out of memory"}})
+        return httpx.Response(200, json={"choices": [{"text": f" {body['prompt']}/{body['seed']} ",
+                                                      "finish_reason": "length" if body["seed"] else "stop"}],
+                                         "usage": {"completion_tokens": 3, "prompt_tokens": 5}})
+
+    gen = RemoteGenerator(["http://a", "http://b/"], "news", tok=None, per_server=2,
+                          transport=httpx.MockTransport(handler))
+    outs = gen.generate(["p0", "p1", "p2"], SamplingParams(n=3, seed=10, temperature=0.8))
+    assert [[c.text for c in out] for out in outs] == [[f"p{i}/{s}" for s in (10, 11, 12)] for i in range(3)]
+    assert all(c.finish_reason == "length" and c.completion_tokens == 3 for out in outs for c in out)
+    assert sorted(seeds) == sorted((f"p{i}", s) for i in range(3) for s in (10, 11, 12))
+    assert set(peak) == {"a", "b"} and max(peak.values()) <= 2  # both servers, never more than per_server each
+    with pytest.raises(WeaverError, match="--server: http://[ab] answered 500 for model 'news': out of memory"):
+        gen.generate(["broken"], SamplingParams(n=1))
+    gen.close()
+    with pytest.raises(WeaverError, match="--per-server"):
+        RemoteGenerator(["http://a"], "news", tok=None, per_server=0)

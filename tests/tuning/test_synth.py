@@ -212,3 +212,27 @@ def test_calibrate_measures_the_logprob_bound_on_labelled_references(tiny_model,
     with pytest.raises(ConfigError, match="--calibrate"):
         synthesize("tiny", inputs, tmp_path / "t.jsonl", cfg, SynthSettings(min_logprob=-3.0), calibrate=str(labelled),
                    generator=Scripted(tok, by_input), scorer_model=(model, tok), progress=lambda *a: None)
+
+
+def test_the_cli_synthesizes_on_a_server_pool(llama_cpp_server, tiny_model_dir, tmp_path, capsys):
+    """Generation on llama.cpp's own server (listed twice: a pool of two), prompts rendered and log-probs scored
+    here on the tiny model, which shares the served SmolLM2's tokenizer."""
+    from weaver.cli import main
+
+    inputs = write_inputs(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "s.jsonl"
+    assert main(["data", "synth", "--model", str(tiny_model_dir), "--inputs", str(inputs), "--task", "support_reply",
+                 "--k", "2", "--max-new-tokens", "6", "--server", llama_cpp_server, "--server", llama_cpp_server,
+                 "--server-model", "smollm2", "--per-server", "1", "--out", str(out), "--min-logprob", "-100",
+                 "--min-agreement", "0", "--min-words", "1", "--max-repeat", "100", "--dedup", "1",
+                 "--keep-truncated"]) == 0
+    assert "3/3 inputs done" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rejected = [json.loads(line) for line in (tmp_path / "s.rejected.jsonl").read_text().splitlines()]
+    assert len(rows) + len(rejected) == 3 and rows  # llama.cpp wrote them; scored by the tiny model
+    assert all(r["meta"]["synthetic"]["scores"]["k"] == 2 and r["output"] for r in rows)
+    for argv, message in ((["--server-model", "smollm2"], "--server-model is for --server"),
+                          (["--server", llama_cpp_server], "--server needs --server-model")):
+        code = main(["data", "synth", "--model", str(tiny_model_dir), "--inputs", str(inputs), "--out",
+                     str(tmp_path / "x.jsonl"), *argv])
+        assert code != 0 and message in capsys.readouterr().err

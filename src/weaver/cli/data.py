@@ -135,6 +135,13 @@ def _add_synth(sub) -> None:
     p.add_argument("--keep-truncated", action="store_true",
                    help="keep samples that stopped at --max-new-tokens (default: rejected as truncated)")
     p.add_argument("--safety", default=None, help="safety policy YAML (default: the packaged policy)")
+    p.add_argument("--server", default=None, action="append", metavar="URL",
+                   help="generate on this OpenAI-compatible server (`weaver serve`, vLLM, llama.cpp) instead of "
+                        "locally; repeat it for a pool serving the same --server-model. --model still renders the "
+                        "prompts and scores the log-prob filter here: give the model the servers serve")
+    p.add_argument("--server-model", default=None, help="with --server: the model id to call (GET /v1/models)")
+    p.add_argument("--per-server", type=int, default=1,
+                   help="with --server: requests in flight on each server at once (default: %(default)s)")
 
 
 def _add_select(sub) -> None:
@@ -187,8 +194,11 @@ def _run_synth(args) -> int:
                       min_agreement=args.min_agreement, max_copy=args.max_copy, min_words=args.min_words,
                       max_words=args.max_words, max_repeat=args.max_repeat, dedup=args.dedup,
                       keep_truncated=args.keep_truncated, seed=args.seed)
+    if args.server_model and not args.server:
+        raise ConfigError("--server-model is for --server: give the server URL too")
     summary = synthesize(args.model, args.inputs, args.out, _data_config(args), s, backend=args.backend,
-                         batch_size=args.batch_size, limit=args.limit, safety=args.safety, calibrate=args.calibrate)
+                         batch_size=args.batch_size, limit=args.limit, safety=args.safety, calibrate=args.calibrate,
+                         servers=args.server, server_model=args.server_model, per_server=args.per_server)
     print(summary_text(summary))
     print(f"kept records: {summary['files']['kept']}; rejected (with reasons): {summary['files']['rejected']}")
     return 0

@@ -13,6 +13,9 @@ policy, no copy of the output (backtranslate), agreement among the K samples, th
 the output (teacher-forced on the transformers model, since llama.cpp returns no log-probs) and near-duplicate
 removal. Kept records carry `meta.synthetic` with their scores.
 
+Generation runs locally (--backend) or on a pool of OpenAI-compatible servers (servers=[URL, ...]: at most
+per_server requests in flight on each, weaver.eval.remote.RemoteGenerator); scoring always runs here.
+
 Resumable: one JSON line per finished input is appended (and fsynced) to OUT (kept) or OUT's .rejected.jsonl
 sibling; a restarted run skips the inputs those files already hold. The summary (OUT's .summary.json) is
 recomputed from both files. It generates with a model, so it lives in tuning/, above generate/.
@@ -126,7 +129,8 @@ def make_scorer(model, tok, data_cfg: DataConfig, batch_size: int = 8):
 
 def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: DataConfig, s: SynthSettings, *,
                backend: str = "auto", batch_size: int = 8, limit: int | None = None, safety: str | None = None,
-               calibrate: str | None = None, generator=None, scorer_model=None, progress=None) -> dict:
+               calibrate: str | None = None, servers: list[str] | None = None, server_model: str | None = None,
+               per_server: int = 1, generator=None, scorer_model=None, progress=None) -> dict:
     """Run synthesis over a file, resumably; returns the summary (also written next to OUT).
 
     Args:
@@ -140,6 +144,10 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
         safety: safety policy file (default: the packaged one).
         calibrate: labelled records; min_logprob (when not set) becomes the 10th percentile of the model's mean
             token log-prob of their reference outputs.
+        servers, server_model, per_server: generate on these OpenAI-compatible servers (a pool serving
+            server_model, per_server requests in flight on each) instead of locally; model_spec, loaded here on
+            transformers, still renders the prompts and scores the log-prob filter, so it must be the model the
+            servers serve.
         generator, scorer_model: a Generator and a (model, tokenizer) to use instead of loading model_spec (tests).
         progress: called with (finished inputs, total inputs, kept) after each chunk (default: a stderr line).
     Raises:
@@ -149,7 +157,15 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
 
     records = read_unlabelled(inputs, "input" if s.mode == "selftrain" else "output", data_cfg.columns or None,
                               data_cfg.on_error)[:limit]
+    if servers and not server_model:
+        raise ConfigError("--server needs --server-model: the model id the servers serve (see GET /v1/models)")
     files = SynthFiles(out)
+    if generator is None and servers:
+        from weaver.eval.remote import RemoteGenerator
+        from weaver.models.loading import load_model
+
+        scorer_model = scorer_model or load_model(model_spec, merge=True)
+        generator = RemoteGenerator(servers, server_model, scorer_model[1], per_server=per_server)
     if generator is None:
         from weaver.generate.engine import load_generator
 
@@ -170,7 +186,7 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
     chunk_fn = selftrain_chunk if s.mode == "selftrain" else backtranslate_chunk
     report = progress or _stderr_progress
     total, finished, kept = len(records), len(records) - len(todo), len(kept_texts)  # one text per kept row
-    step = max(1, batch_size // s.k) * 2
+    step = max(max(1, batch_size // s.k) * 2, -(-getattr(generator, "workers", 1) // s.k))  # a pool kept busy
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
         rows = chunk_fn(chunk, generator, scorer, data_cfg, s)
@@ -186,6 +202,8 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
         files.append(kept_rows, rejected_rows)
         finished, kept = finished + len(chunk), kept + len(kept_rows)
         report(finished, total, kept)
+    if servers and hasattr(generator, "close"):
+        generator.close()
     return files.write_summary(settings, total)
 
 
