@@ -10,7 +10,7 @@ import pytest
 from weaver.config import DataConfig, load_config
 from weaver.data.records import Record
 from weaver.data.splits import load_splits
-from weaver.data.synthetic import is_synthetic, mix_synthetic, read_unlabelled
+from weaver.data.synthetic import is_synthetic, mix_synthetic, read_unlabelled, stream_unlabelled
 from weaver.errors import ConfigError, DataError
 
 
@@ -35,6 +35,31 @@ def test_read_unlabelled_takes_inputs_without_outputs_and_outputs_without_inputs
     outputs = read_unlabelled(path, "output", on_error="skip")
     assert [(r.input, r.output) for r in outputs] == [("", "a label to discard"), ("", "an ad without attributes")]
     assert read_unlabelled(path, "input", columns={"input": "text"}, on_error="skip")[0].input == "only a column"
+
+
+def test_stream_unlabelled_refuses_a_bad_file_first_then_reads_lazily(tmp_path, monkeypatch):
+    import weaver.data.readers as readers
+
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"input": "one"}\n{"input": "two"}\n{"text": "no input"}\n{"input": "three"}\n')
+    with pytest.raises(DataError, match=r"u.jsonl:3"):  # before any record is handed out
+        stream_unlabelled(path, "input")
+    rows_read, real_iter_rows = [], readers.iter_rows
+
+    def counting(p):
+        for row in real_iter_rows(p):
+            rows_read.append(row)
+            yield row
+
+    monkeypatch.setattr(readers, "iter_rows", counting)
+    total, records = stream_unlabelled(path, "input", on_error="skip")
+    assert total == 3 and len(rows_read) == 4  # the checking pass
+    assert next(records).input == "one" and len(rows_read) == 5  # then one row at a time
+    assert [r.input for r in records] == ["two", "three"]
+    total, records = stream_unlabelled(path, "input", on_error="skip", limit=2)
+    assert total == 2 and [r.id for r in records] == [r.id for r in read_unlabelled(path, "input", on_error="skip")][:2]
+    with pytest.raises(DataError, match="no usable records"):
+        stream_unlabelled(path, "output", on_error="skip")
 
 
 def test_mix_synthetic_counts_each_synthetic_record_weight_times():

@@ -236,3 +236,17 @@ def test_the_cli_synthesizes_on_a_server_pool(llama_cpp_server, tiny_model_dir, 
         code = main(["data", "synth", "--model", str(tiny_model_dir), "--inputs", str(inputs), "--out",
                      str(tmp_path / "x.jsonl"), *argv])
         assert code != 0 and message in capsys.readouterr().err
+
+
+def test_a_malformed_inputs_file_is_refused_before_anything_is_generated(tiny_model, tmp_path):
+    from weaver.errors import DataError
+
+    model, tok = tiny_model
+    inputs = write_inputs(tmp_path / "in.jsonl", 3)
+    with open(inputs, "a", encoding="utf-8") as fh:
+        fh.write('{"id": "late", "text": "no input column"}\n')
+    gen = Scripted(tok, by_input)
+    with pytest.raises(DataError, match=r"in.jsonl:4"):
+        synthesize("tiny", inputs, tmp_path / "s.jsonl", DataConfig(task="support_reply"), SynthSettings(),
+                   generator=gen, scorer_model=(model, tok), progress=lambda *a: None)
+    assert gen.calls == 0 and not (tmp_path / "s.jsonl").exists()

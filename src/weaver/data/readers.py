@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,16 @@ def apply_policy(result: ReadResult, on_error: str) -> list[Record]:
     Raises:
         DataError: with on_error="fail" and problems, or when no good record remains.
     """
+    check_problems(result, on_error, len(result.records))
+    return result.records
+
+
+def check_problems(result: ReadResult, on_error: str, good: int) -> None:
+    """apply_policy's rule for a read that counted its `good` records instead of keeping them (a streamed file).
+
+    Raises:
+        DataError: with on_error="fail" and problems, or when good is 0.
+    """
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"--data.on_error {on_error!r} is not one of fail, skip")
     if result.problems and on_error == "fail":
@@ -99,9 +110,8 @@ def apply_policy(result: ReadResult, on_error: str) -> list[Record]:
     if result.problems:
         log.warning("%s; skipped them:\n  %s", result.summary(),
                     "\n  ".join(str(p) for p in result.problems[:MAX_LISTED]))
-    if not result.records:
+    if not good:
         raise DataError(f"{result.path}: no usable records ({result.rows} rows read)")
-    return result.records
 
 
 def problems_message(result: ReadResult) -> str:
@@ -138,23 +148,33 @@ def read_with(path: str | Path, parse) -> ReadResult:
     Raises:
         DataError: the file is missing, unreadable as a whole, or holds no records.
     """
-    path = Path(path)
     result = ReadResult(str(path))
-    seen_ids: dict[str, str] = {}
-    for where, row in iter_rows(path):
+    for item in iter_with(path, parse):
         result.rows += 1
+        (result.problems if isinstance(item, Problem) else result.records).append(item)
+    return result
+
+
+def iter_with(path: str | Path, parse) -> Iterator:
+    """read_with's row loop, lazily: each row's parsed item or its Problem, in file order (one per row).
+
+    Raises:
+        DataError: the file is missing, unreadable as a whole, or holds no records.
+    """
+    path = Path(path)
+    rows, seen_ids = 0, {}
+    for where, row in iter_rows(path):
+        rows += 1
         if isinstance(row, Problem):
-            result.problems.append(row)
+            yield row
             continue
         try:
-            item = parse(row, where, result.rows, seen_ids)
+            item = parse(row, where, rows, seen_ids)
         except RecordProblem as exc:
-            result.problems.append(Problem(where, exc.field, exc.reason, exc.kind))
-            continue
-        result.records.append(item)
-    if result.rows == 0:
+            item = Problem(where, exc.field, exc.reason, exc.kind)
+        yield item
+    if rows == 0:
         raise DataError(f"{path}: the file holds no records")
-    return result
 
 
 def _check_columns(columns: dict[str, str]) -> None:

@@ -13,11 +13,26 @@ own text is never the reference it is scored against.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
-from weaver.data.readers import _check_columns, _check_id, _id, _map_columns, _meta, _text, apply_policy, read_with
+from weaver.data.readers import (
+    ReadResult,
+    _check_columns,
+    _check_id,
+    _id,
+    _map_columns,
+    _meta,
+    _text,
+    apply_policy,
+    check_problems,
+    iter_with,
+    read_with,
+)
 from weaver.data.records import Record
+from weaver.data.rows import Problem
 from weaver.errors import ConfigError
 
 SYNTHETIC = "synthetic"
@@ -50,6 +65,34 @@ def read_unlabelled(path: str | Path, field: str, columns: dict[str, str] | None
     Raises:
         ConfigError: an unknown field. DataError: malformed rows (with on_error fail), or none usable.
     """
+    return apply_policy(read_with(path, _unlabelled_parser(path, field, columns)), on_error)
+
+
+def stream_unlabelled(path: str | Path, field: str, columns: dict[str, str] | None = None, on_error: str = "fail",
+                      limit: int | None = None) -> tuple[int, Iterator[Record]]:
+    """read_unlabelled without holding the file in memory: (how many records, an iterator over them).
+
+    A first pass parses every row and keeps only the count and the problems, so a malformed file is refused
+    (on_error fail) before anything is generated from it, as read_unlabelled refuses it; the iterator reads the
+    file again, lazily, yielding the good records (at most limit) in file order.
+
+    Raises:
+        ConfigError, DataError: as read_unlabelled.
+    """
+    parse = _unlabelled_parser(path, field, columns)
+    result, good = ReadResult(str(path)), 0
+    for item in iter_with(path, parse):
+        result.rows += 1
+        if isinstance(item, Problem):
+            result.problems.append(item)
+        else:
+            good += 1
+    check_problems(result, on_error, good)
+    records = (item for item in iter_with(path, parse) if not isinstance(item, Problem))
+    return (good if limit is None else min(good, limit)), itertools.islice(records, limit)
+
+
+def _unlabelled_parser(path: str | Path, field: str, columns: dict[str, str] | None):
     if field not in FIELDS:
         raise ConfigError(f"field {field!r} is not one of {', '.join(FIELDS)}")
     _check_columns(columns or {})
@@ -64,7 +107,7 @@ def read_unlabelled(path: str | Path, field: str, columns: dict[str, str] | None
         _check_id(record, row, seen)
         return record
 
-    return apply_policy(read_with(path, parse), on_error)
+    return parse
 
 
 def mix_synthetic(real: list[Record], synthetic: list[Record], weight: float, seed: int) -> list[Record]:

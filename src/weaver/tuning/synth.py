@@ -16,6 +16,10 @@ removal. Kept records carry `meta.synthetic` with their scores.
 Generation runs locally (--backend) or on a pool of OpenAI-compatible servers (servers=[URL, ...]: at most
 per_server requests in flight on each, weaver.eval.remote.RemoteGenerator); scoring always runs here.
 
+Inputs are streamed (weaver.data.synthetic.stream_unlabelled): a first pass checks every row and counts them,
+then they are read again a chunk at a time, so a large file is never held in memory (the kept texts the
+near-duplicate filter compares against are).
+
 Resumable: one JSON line per finished input is appended (and fsynced) to OUT (kept) or OUT's .rejected.jsonl
 sibling; a restarted run skips the inputs those files already hold. The summary (OUT's .summary.json) is
 recomputed from both files. It generates with a model, so it lives in tuning/, above generate/.
@@ -30,7 +34,7 @@ from pathlib import Path
 from weaver.config import DataConfig
 from weaver.data.chat import render_messages
 from weaver.data.records import Record
-from weaver.data.synthetic import SYNTHETIC, read_unlabelled
+from weaver.data.synthetic import SYNTHETIC, stream_unlabelled
 from weaver.data.tasks import get_task, render_prompt
 from weaver.errors import ConfigError
 from weaver.tuning import synth_filters as F
@@ -155,8 +159,8 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
     """
     from weaver.safety import load_policy
 
-    records = read_unlabelled(inputs, "input" if s.mode == "selftrain" else "output", data_cfg.columns or None,
-                              data_cfg.on_error)[:limit]
+    total, records = stream_unlabelled(inputs, "input" if s.mode == "selftrain" else "output",
+                                       data_cfg.columns or None, data_cfg.on_error, limit)
     if servers and not server_model:
         raise ConfigError("--server needs --server-model: the model id the servers serve (see GET /v1/models)")
     files = SynthFiles(out)
@@ -181,14 +185,15 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
                 **s.to_dict()}
     files.start(settings)
     done, kept_texts = files.finished("output" if s.mode == "selftrain" else "input")
-    todo = [r for r in records if r.id not in done]
     policy = load_policy(safety, audit_log="off")
     chunk_fn = selftrain_chunk if s.mode == "selftrain" else backtranslate_chunk
     report = progress or _stderr_progress
-    total, finished, kept = len(records), len(records) - len(todo), len(kept_texts)  # one text per kept row
+    finished, kept = 0, len(kept_texts)  # one text per kept row
     step = max(max(1, batch_size // s.k) * 2, -(-getattr(generator, "workers", 1) // s.k))  # a pool kept busy
-    for start in range(0, len(todo), step):
-        chunk = todo[start : start + step]
+    for chunk, skipped in _todo_chunks(records, done, step):
+        finished += skipped
+        if not chunk:
+            break
         rows = chunk_fn(chunk, generator, scorer, data_cfg, s)
         kept_rows, rejected_rows = [], []
         for row, src in zip(rows, chunk):
@@ -205,6 +210,22 @@ def synthesize(model_spec: str, inputs: str | Path, out: str | Path, data_cfg: D
     if servers and hasattr(generator, "close"):
         generator.close()
     return files.write_summary(settings, total)
+
+
+def _todo_chunks(records, done: set[str], step: int):
+    """(up to `step` records not yet done, how many done ones were passed over before them), read lazily; a
+    last (empty chunk, skipped) when the inputs end on done records."""
+    chunk, skipped = [], 0
+    for r in records:
+        if r.id in done:
+            skipped += 1
+            continue
+        chunk.append(r)
+        if len(chunk) == step:
+            yield chunk, skipped
+            chunk, skipped = [], 0
+    if chunk or skipped:
+        yield chunk, skipped
 
 
 def _kept(row: dict, src: Record, s: SynthSettings, model_spec: str) -> dict:
