@@ -252,6 +252,12 @@ class TrainConfig:
     """For dpo: the strength of the pull towards the reference (beta of the DPO paper; for ipo its tau)."""
     dpo_loss_type: str = "sigmoid"
     """For dpo: sigmoid (the DPO paper) | ipo (Azar et al. 2023) | hinge (SLiC)."""
+    distributed: str = "accelerate"
+    """With several processes: accelerate (what the launcher set up: DDP under torchrun, or accelerate's
+    DeepSpeed/FSDP plugin from an `accelerate launch` config, GPU only) | fsdp (Weaver shards the weights, gradients
+    and optimizer state across the processes itself with torch's FSDP2, on CPUs (gloo) or GPUs; launch with torchrun;
+    weaver.tuning.sharded). fsdp does not run train.objective dpo, train.metric rougeL, train.method adalora or
+    train.frozen_dtype nf4."""
 
     def __post_init__(self) -> None:
         _choice("train.method", self.method, METHODS)
@@ -278,8 +284,25 @@ class TrainConfig:
                               "or set --train.frozen_dtype float32")
         _choice("train.metric", self.metric, ("dev_loss", "rougeL", "reward_accuracy", "reward_margin"))
         _choice("train.resume", self.resume, ("auto", "never", "always"))
+        _choice("train.distributed", self.distributed, ("accelerate", "fsdp"))
+        if self.distributed == "fsdp":
+            self._check_fsdp()
         for name, interval in TRAIN_RANGES.items():
             _in_range(f"train.{name}", getattr(self, name), interval)
+
+
+    def _check_fsdp(self) -> None:
+        """What a sharded run cannot do, refused with the flag to change."""
+        refused = {
+            "objective": ("dpo", "its reference pass reads the whole model on each process"),
+            "metric": ("rougeL", "generating dev replies needs the whole model in one process"),
+            "method": ("adalora", "AdaLoRA's rank allocator reads whole gradients"),
+            "frozen_dtype": ("nf4", "bitsandbytes' 4-bit layers are not sharded"),
+        }
+        for name, (value, why) in refused.items():
+            if getattr(self, name) == value:
+                raise ConfigError(f"--train.{name} {value} does not work with --train.distributed fsdp ({why}): "
+                                  "change one of them")
 
 
 @dataclass

@@ -210,7 +210,7 @@ def test_resuming_a_foreign_checkpoint_runs_no_code(tiny_model, tmp_path):
     marker = tmp_path / "pwned-checkpoint"
     torch.save({"optimizer": _Payload(marker)}, folder / "optimizer.pt")
     (folder / ckpt.MANIFEST).unlink()
-    ckpt._write_manifest(folder)  # an attacker rewrites the manifest as easily as the file
+    ckpt.write_manifest(folder)  # an attacker rewrites the manifest as easily as the file
     with pytest.raises(ckpt.CheckpointError, match="does not load it"):
         ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path), model, opt, sched)
     assert not marker.exists()

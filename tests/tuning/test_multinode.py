@@ -47,7 +47,7 @@ def test_two_nodes_train_one_run(tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_fsdp_on_a_cpu_only_machine_is_refused_with_the_alternative(tiny_model_dir, tiny_data, tmp_path):
-    """accelerate 1.15's FSDP plugin requires an accelerator device; `weaver tune` says so and names DDP."""
+    """accelerate 1.15's FSDP plugin requires an accelerator device; `weaver tune` says so and names its own FSDP."""
     import torch
 
     if torch.cuda.is_available():
@@ -64,5 +64,5 @@ def test_fsdp_on_a_cpu_only_machine_is_refused_with_the_alternative(tiny_model_d
                           *tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "run")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
-    assert "FSDP needs a GPU" in res.stderr and "multi-cpu.yaml" in res.stderr, res.stderr[-2000:]
+    assert "FSDP needs a GPU" in res.stderr and "--train.distributed fsdp" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "run").exists()

@@ -9,7 +9,8 @@ and wall time (2026-11-29, 300 dialogsum dialogues, 4 min each): 64.5 vs 16.6 us
 logits at every position), length-grouped batches, bf16 autocast and LoRA in the top blocks only; see
 bench/RESULTS.md.
 `accelerate` still owns device placement and data parallelism (DDP over gloo on CPU, NCCL on GPU,
-DeepSpeed/FSDP when `accelerate launch` is given such a config).
+DeepSpeed/FSDP when `accelerate launch` is given such a config); with `train.distributed fsdp` the loop shards
+the model itself with torch's FSDP2 (weaver.tuning.sharded), on CPUs too.
 
 The data order is a pure function of (seed, epoch) and a checkpoint records the batch position, so a
 killed run resumes onto the same trajectory as an uninterrupted one.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ import torch
 from weaver.config import RunConfig, TrainConfig, to_dict
 from weaver.errors import ConfigError, DataError
 from weaver.tuning import checkpoint as ckpt
+from weaver.tuning import sharded
 from weaver.tuning.callbacks import EarlyStopping, RunLogger, check_finite
 from weaver.tuning.dpo import PreferenceLoss, attach_reference, dev_preferences
 from weaver.tuning.methods import store_frozen
@@ -114,6 +117,9 @@ class Trainer:
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.model = model
         self.world = self.acc.num_processes
+        self.sharded = self.t.distributed == "fsdp"
+        if self.sharded:
+            sharded.check_launch(self.acc, self.world)
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
         self.frozen_dtype, self.frozen_why = choose_frozen_dtype(self.t.frozen_dtype, self.precision, self.t.method)
@@ -127,9 +133,14 @@ class Trainer:
         else:
             loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD,
                                     chunk_elements=self.t.logit_chunk_mb * 2**20 // 4)
-        self.optimizer = make_optimizer(model, self.t)
+        if self.sharded:  # the optimizer is built over the sharded parameters
+            self.wrapped = sharded.shard(loss_mod, model, self.acc.device)
+            self.optimizer = make_optimizer(model, self.t)
+        else:
+            self.optimizer = make_optimizer(model, self.t)
         self.scheduler = make_scheduler(self.optimizer, self.t, self.total_steps)
-        self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)
+        if not self.sharded:
+            self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)
         if self.t.objective == "dpo":  # before any resumed weights are loaded: the starting policy is the reference
             attach_reference(model, {"train": data.train, "dev": data.dev}, self.run_dir, tokenizer.pad_token_id,
                              self.precision, self.acc.device, disable_adapter=not data.reference_adapter,
@@ -155,7 +166,8 @@ class Trainer:
             if self.t.resume == "always":
                 raise ConfigError(f"train.resume is always but {self.run_dir}/checkpoints holds no usable checkpoint")
             return None
-        self.state.update(ckpt.load_checkpoint(found, self.model, self.optimizer, self.scheduler))
+        load = sharded.load_sharded_checkpoint if self.sharded else ckpt.load_checkpoint
+        self.state.update(load(found, self.model, self.optimizer, self.scheduler))
         self.step = int(self.state.pop("step"))
         self.stopper = EarlyStopping(self.t.metric, self.t.patience, self.state["best"], self.state["bad"])
         self.last_ckpt = str(found)
@@ -175,7 +187,7 @@ class Trainer:
         total = 0.0
         for k, batch in enumerate(micro):
             sync = k == len(micro) - 1
-            with contextlib.nullcontext() if sync else self.acc.no_sync(self.wrapped):
+            with contextlib.nullcontext() if sync else self._no_sync():
                 with autocast(self.precision, self.acc.device):
                     loss, _ = self.wrapped(**{k2: v.to(self.acc.device) for k2, v in batch.items()})
                 self.acc.backward(loss / len(micro))
@@ -187,7 +199,9 @@ class Trainer:
         if self.world > 1:
             mean = float(self.acc.reduce(torch.tensor(mean, device=self.acc.device), reduction="mean"))
         check_finite(mean, self.step + 1, self.last_ckpt)
-        if self.t.max_grad_norm > 0:
+        if self.t.max_grad_norm > 0 and self.sharded:  # sharded gradients: the norm is reduced over processes
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.t.max_grad_norm)
+        elif self.t.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.trainable, self.t.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -197,6 +211,9 @@ class Trainer:
         if self.acc.device.type == "cpu":
             release_free_memory()
         return mean
+
+    def _no_sync(self):
+        return sharded.no_sync(self.wrapped) if self.sharded else self.acc.no_sync(self.wrapped)
 
     # ---- validation and saving -------------------------------------------------------------------
     def validate(self) -> dict:
@@ -213,15 +230,27 @@ class Trainer:
         self.state["last_eval_step"] = self.step
         if self.stopper.update(value):
             self.state["best_step"] = self.step
-            if self.main:
-                ckpt.save_model_dir(self.model, self.run_dir / "best", self.tok)
+            self._save_model_dir(self.run_dir / "best")
         self.state["best"], self.state["bad"] = self.stopper.best, self.stopper.bad
         self.acc.wait_for_everyone()
         return out
 
-    def save(self) -> None:
-        """Write a resumable checkpoint (main process; every process records its path)."""
+    def _save_model_dir(self, dest: Path) -> None:
+        """The adapter or whole model in the Hugging Face format, written by the main process (a sharded model's
+        tensors are first gathered there: every process takes part)."""
+        weights = None
+        if self.sharded:
+            adapter_only = hasattr(self.model, "peft_config")
+            weights = sharded.full_state(self.model, sharded.trainable_names(self.model) if adapter_only else None)
         if self.main:
+            ckpt.save_model_dir(self.model, dest, self.tok, state_dict=weights)
+
+    def save(self) -> None:
+        """Write a resumable checkpoint (main process; every process records its path; sharded: every process)."""
+        if self.sharded:
+            sharded.save_sharded_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
+                                            dict(self.state), keep=self.t.keep_checkpoints)
+        elif self.main:
             ckpt.save_checkpoint(
                 self.run_dir, self.step, self.model, self.optimizer, self.scheduler, dict(self.state),
                 keep=self.t.keep_checkpoints,
@@ -314,18 +343,19 @@ class Trainer:
             The folder written (the same path on every process; only the main one writes).
         """
         name = "adapter" if hasattr(self.model, "peft_config") else "model"
-        if self.main:
-            best = self.run_dir / "best"
-            if self.state["best_step"] is not None and ckpt.verify(best):
-                tmp = self.run_dir / f".{name}.copy"
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(best, tmp)
-                shutil.rmtree(self.run_dir / name, ignore_errors=True)
-                tmp.rename(self.run_dir / name)
-            else:
-                ckpt.save_model_dir(self.model, self.run_dir / name, self.tok)
+        best = self.run_dir / "best"
+        copy_best = self.state["best_step"] is not None and (self.main or self.sharded) and ckpt.verify(best)
+        if self.sharded and self.world > 1:  # gathering is collective: every process must take the same branch
+            copy_best = bool(self.acc.reduce(torch.tensor(float(copy_best), device=self.acc.device),
+                                             reduction="sum") == self.world)
+        if copy_best and self.main:
+            tmp = self.run_dir / f".{name}.copy"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(best, tmp)
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+            tmp.rename(self.run_dir / name)
+        elif not copy_best:
+            self._save_model_dir(self.run_dir / name)
         self.acc.wait_for_everyone()
         return self.run_dir / name
 

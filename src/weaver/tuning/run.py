@@ -6,7 +6,8 @@
 
 Setup (seed, model, data, method), the loop (weaver.tuning.loop.Trainer), then the run directory:
 config.yaml, versions.json, metrics.jsonl, run.json, adapter/ (or model/ for freeze/full), best/,
-checkpoints/, tb/. The same function runs under `accelerate launch` / `torchrun` (data parallel).
+checkpoints/, tb/. The same function runs under `accelerate launch` / `torchrun` (data parallel, or sharded
+with train.distributed fsdp).
 """
 
 from __future__ import annotations
@@ -251,9 +252,14 @@ def tune(cfg: RunConfig) -> Path:
     except RuntimeError as exc:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and "no available devices" in str(exc):
             raise ConfigError("accelerate's FSDP needs a GPU (or another accelerator) and this machine has none; on "
-                              "CPUs train data-parallel instead: accelerate launch --config_file "
-                              "configs/accelerate/multi-cpu.yaml -m weaver.cli tune ...") from None
+                              "CPUs Weaver shards the model itself: torchrun --nproc_per_node 2 -m weaver.cli tune "
+                              "CONFIG --train.distributed fsdp (or train data-parallel: accelerate launch "
+                              "--config_file configs/accelerate/multi-cpu.yaml)") from None
         raise
+    if cfg.train.distributed == "fsdp":  # before the run folder is touched
+        from weaver.tuning.sharded import check_launch
+
+        check_launch(acc, acc.num_processes)
     folder = RunFolder.open(cfg) if acc.is_main_process else None  # checks; creates; deletes nothing
     acc.wait_for_everyone()
     try:

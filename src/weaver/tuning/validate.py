@@ -2,7 +2,7 @@
 
 Both are computed the same way at every validation so the early-stopping decisions compare like with
 like. With several processes the dev loss is sharded and summed; ROUGE-L is computed on the main
-process and broadcast.
+process and broadcast (so not for a sharded model, whose weights are whole in no process).
 """
 
 from __future__ import annotations
@@ -19,13 +19,17 @@ def dev_loss(trainer) -> float:
     trainer.wrapped.eval()
     order = sorted(range(len(data.dev)), key=lambda i: len(data.dev[i]["input_ids"]))
     bs = trainer.t.batch_size
-    batches = [order[i : i + bs] for i in range(0, len(order), bs)][acc.process_index :: acc.num_processes]
+    every = [order[i : i + bs] for i in range(0, len(order), bs)]
+    batches = every[acc.process_index :: acc.num_processes]
+    if getattr(trainer, "sharded", False):  # each forward gathers the weights with every process: run as many
+        batches += [None] * (-(-len(every) // acc.num_processes) - len(batches))  # None: a forward not counted
     sums = torch.zeros(2, dtype=torch.float64)
     for idx in batches:
-        batch = {k: v.to(acc.device) for k, v in data.collate([data.dev[i] for i in idx]).items()}
+        batch = {k: v.to(acc.device) for k, v in data.collate([data.dev[i] for i in idx or every[0]]).items()}
         with autocast(trainer.precision, acc.device):
             loss, n = trainer.wrapped(**batch)
-        sums += torch.tensor([float(loss) * int(n), int(n)], dtype=torch.float64)
+        if idx is not None:
+            sums += torch.tensor([float(loss) * int(n), int(n)], dtype=torch.float64)
     if acc.num_processes > 1:
         sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
     return round(float(sums[0] / max(sums[1], 1)), 5)
