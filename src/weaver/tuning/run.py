@@ -241,21 +241,10 @@ def tune(cfg: RunConfig) -> Path:
         ConfigError / DataError: bad settings or data. TrainingDiverged: NaN/inf loss (last good
         checkpoint kept).
     """
-    import torch
-    from accelerate import Accelerator
-
     from weaver.tuning.run_dir import RunFolder
 
     run_dir = Path(cfg.train.out_dir)
-    try:
-        acc = Accelerator(cpu=not torch.cuda.is_available())
-    except RuntimeError as exc:
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and "no available devices" in str(exc):
-            raise ConfigError("accelerate's FSDP needs a GPU (or another accelerator) and this machine has none; on "
-                              "CPUs Weaver shards the model itself: torchrun --nproc_per_node 2 -m weaver.cli tune "
-                              "CONFIG --train.distributed fsdp (or train data-parallel: accelerate launch "
-                              "--config_file configs/accelerate/multi-cpu.yaml)") from None
-        raise
+    acc = _accelerator()
     if cfg.train.distributed == "fsdp":  # before the run folder is touched
         from weaver.tuning.sharded import check_launch
 
@@ -279,6 +268,37 @@ def tune(cfg: RunConfig) -> Path:
         _after_tune(cfg, run_dir)
     acc.wait_for_everyone()
     return run_dir
+
+
+SHARD_ON_CPU = ("on CPUs Weaver shards the model itself: torchrun --nproc_per_node 2 -m weaver.cli tune CONFIG "
+                "--train.distributed fsdp (or train data-parallel: accelerate launch --config_file "
+                "configs/accelerate/multi-cpu.yaml)")
+
+
+def _accelerator():
+    """The Accelerator of this launch (processes, device); an accelerate FSDP/DeepSpeed config it cannot honour refused.
+
+    Raises:
+        ConfigError: accelerate's FSDP or DeepSpeed on a machine without a GPU: accelerate 1.15 refuses FSDP there,
+            and sets a DeepSpeed config aside (it would train data-parallel while the user asked for ZeRO).
+    """
+    import torch
+    from accelerate import Accelerator
+
+    def asked(plugin: str) -> bool:
+        return os.environ.get(f"ACCELERATE_USE_{plugin}", "").lower() in ("1", "true")
+
+    try:
+        acc = Accelerator(cpu=not torch.cuda.is_available())
+    except RuntimeError as exc:
+        if asked("FSDP") and "no available devices" in str(exc):
+            raise ConfigError("accelerate's FSDP needs a GPU (or another accelerator) and this machine has none; "
+                              f"{SHARD_ON_CPU}") from None
+        raise
+    if asked("DEEPSPEED") and acc.distributed_type.name != "DEEPSPEED":
+        raise ConfigError("accelerate's DeepSpeed needs a GPU here (without one accelerate sets the DeepSpeed config "
+                          f"aside and would train data-parallel); {SHARD_ON_CPU}")
+    return acc
 
 
 def _setup(cfg: RunConfig, acc, folder) -> tuple[Trainer, dict]:
