@@ -36,10 +36,10 @@ OBJECTIVES = ("sft", "dpo")
 
 BACKEND_NAMES = ("auto", "transformers", "llamacpp")
 """The decoding backends (`--backend`, `generate.backend`): weaver.generate.engine.BACKENDS plus auto."""
-DEFAULT_BACKEND = "transformers"
-"""Every verb's default backend (generate, eval's generate.backend, serve, the apps), defined once. auto is measured
-faster at equal quality on CPU (bench/RESULTS.md); switching waits on a whole test-suite run on auto
-(docs/ENGINE.md)."""
+DEFAULT_BACKEND = "auto"
+"""Every verb's default backend (generate, eval's generate.backend, serve, the apps), defined once: auto, which picks
+llama.cpp on a CPU where it can run the model (measured faster at equal quality, bench/RESULTS.md) and transformers
+on a GPU or where llama.cpp cannot (weaver.generate.engine.choose_backend; docs/ENGINE.md)."""
 
 
 @dataclass
@@ -324,8 +324,8 @@ class GenerateConfig:
     batch_size: int = 8
     """Prompts generated together."""
     backend: str = DEFAULT_BACKEND
-    """Decoding backend: transformers (the default) | auto (llama.cpp on a CPU where it can run the model, else
-    transformers: weaver.generate.engine.choose_backend) | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
+    """Decoding backend: auto (the default: llama.cpp on a CPU where it can run the model, else transformers:
+    weaver.generate.engine.choose_backend) | transformers | llamacpp (llama.cpp on a GGUF export, via xllamacpp)."""
     gguf_quant: str = "q8_0"
     """Weights of the GGUF the llamacpp backend exports a run or HF folder to: f16 | q8_0 | q4_k_m."""
 

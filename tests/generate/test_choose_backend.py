@@ -57,6 +57,8 @@ def test_auto_keeps_transformers_for_what_llamacpp_cannot_run(tiny_model_dir, tm
     assert name == "transformers" and "prefix" in why
     # an IA3 run merges (served merged on llama.cpp), but as a served --adapter only plain LoRA applies per request
     assert choose_backend("auto", "ia3-run")[0] == "llamacpp"
+    name, why = choose_backend("auto", "ia3-run", served=True)  # served next to its base: applied per request
+    assert name == "transformers" and "plain LoRA" in why
     name, why = choose_backend("auto", str(tiny_model_dir), adapters={"news": "ia3-run"})
     assert name == "transformers" and "plain LoRA" in why
     name, why = choose_backend("auto", "ia3-run", adapters={"news": str(tiny_model_dir)})

@@ -193,12 +193,15 @@ def _cannot_run_on_llamacpp(spec: str | os.PathLike, lora_only: bool = False) ->
 
 
 def choose_backend(requested: str, spec: str | os.PathLike, adapters: dict[str, str] | None = None,
-                   num_beams: int = 1, quantize: str = "none") -> tuple[str, str]:
+                   num_beams: int = 1, quantize: str = "none", served: bool = False) -> tuple[str, str]:
     """The decoding backend for `--backend requested` ("auto" picks one) and the reason, for a log line.
 
     auto: transformers on a GPU, and wherever llama.cpp cannot serve the request (beam search, --quantize int8,
     an encoder-decoder model, an architecture or adapter it cannot run); otherwise llama.cpp, which decodes several
     times faster on a CPU at equal quality (bench/RESULTS.md, sections decode_speed and serve_load).
+    served (the server): a tuned run given as the model is served next to its base, the adapter applied per
+    request, so on llama.cpp it must be plain LoRA as a --adapter must (an IA3 or AdaLoRA run could only be served
+    merged there, without its base: transformers serves both from one copy of the weights).
 
     Raises:
         ConfigError: an unknown backend name.
@@ -216,7 +219,7 @@ def choose_backend(requested: str, spec: str | os.PathLike, adapters: dict[str, 
     if quantize != "none":
         return "transformers", f"--quantize {quantize} is a transformers option"
     try:
-        why = _cannot_run_on_llamacpp(spec, lora_only=bool(adapters)) or next(
+        why = _cannot_run_on_llamacpp(spec, lora_only=served or bool(adapters)) or next(
             (w for w in (_cannot_run_on_llamacpp(a, lora_only=True) for a in (adapters or {}).values()) if w), None)
     except WeaverError as e:  # a missing or broken model: loading it reports the error (a server: as 503)
         return "transformers", f"the model could not be inspected ({e})"
@@ -246,7 +249,7 @@ def make_backend(settings: BackendSettings) -> Backend:
     Raises:
         ConfigError: unknown backend name.
     """
-    name, why = choose_backend(settings.backend, settings.model, settings.adapters)
+    name, why = choose_backend(settings.backend, settings.model, settings.adapters, served=True)
     if settings.backend == "auto":
         log.info("--backend auto: %s (%s)", name, why)
     return BACKENDS[name](settings)

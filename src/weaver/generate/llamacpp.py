@@ -251,6 +251,9 @@ class LlamaCppBackend(Backend):
             data_cfg = run_data_config(resolved.run_dir)
             if data_cfg is not None:
                 self.data_configs[model_id] = data_cfg
+        elif resolved.adapter_dir is None and resolved.run_dir is not None:
+            # a freeze/full run: its own model under its own id, as on transformers
+            model_id = Path(resolved.run_dir).expanduser().resolve().name
         else:
             model_id = base_id(resolved.base_spec or self.settings.model)
         if model_id in self.lora_runs:

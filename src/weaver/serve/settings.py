@@ -29,8 +29,8 @@ class ServeSettings:
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <key>` (/health and the page stay open)."""
     backend: str = DEFAULT_BACKEND
-    """Decoding backend: transformers (the default) | auto | llamacpp (auto: llama.cpp on a CPU where it can run the
-    model and its adapters, else transformers; see weaver.generate.engine.choose_backend)."""
+    """Decoding backend: auto (the default) | transformers | llamacpp (auto: llama.cpp on a CPU where it can serve
+    the model and its adapters, else transformers; see weaver.generate.engine.choose_backend)."""
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
     threads: int | None = None
