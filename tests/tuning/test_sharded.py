@@ -125,3 +125,23 @@ def test_fsdp_refuses_what_it_cannot_shard(key, value):
 def test_an_unknown_distributed_mode_is_refused():
     with pytest.raises(ConfigError, match="train.distributed"):
         TrainConfig(distributed="zero3")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("distributed", ["accelerate", "fsdp"])
+def test_two_processes_validate_a_dev_set_of_one_batch(tiny_model_dir, tiny_data, tmp_path, distributed):
+    """10 dev examples in one batch: the second process has none, yet runs the forward with the first (DDP broadcasts
+    buffers and FSDP gathers weights in every forward; a process that skipped it left the other waiting for ever)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  task: summarize\n")
+    out = tmp_path / "run"
+    proc = _launch(config, tiny_overrides(tiny_model_dir, tiny_data, out, distributed=distributed, batch_size=16,
+                                          max_steps=2, eval_every=1, save_every=2))
+    try:
+        _, err = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise AssertionError("the validation with one dev batch for two processes hung") from None
+    assert proc.returncode == 0, err[-3000:]
+    dev = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "dev_loss" in line]
+    assert [e["step"] for e in dev] == [1, 2] and all(e["dev_loss"] > 0 for e in dev)

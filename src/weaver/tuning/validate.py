@@ -21,8 +21,9 @@ def dev_loss(trainer) -> float:
     bs = trainer.t.batch_size
     every = [order[i : i + bs] for i in range(0, len(order), bs)]
     batches = every[acc.process_index :: acc.num_processes]
-    if getattr(trainer, "sharded", False):  # each forward gathers the weights with every process: run as many
-        batches += [None] * (-(-len(every) // acc.num_processes) - len(batches))  # None: a forward not counted
+    # Every process runs as many forwards: each one is collective (FSDP gathers the weights, DDP broadcasts the
+    # buffers), so a process with one batch fewer would leave the others waiting. None: a forward not counted.
+    batches += [None] * (-(-len(every) // acc.num_processes) - len(batches))
     sums = torch.zeros(2, dtype=torch.float64)
     for idx in batches:
         batch = {k: v.to(acc.device) for k, v in data.collate([data.dev[i] for i in idx or every[0]]).items()}
