@@ -256,8 +256,8 @@ class TrainConfig:
     """With several processes: accelerate (what the launcher set up: DDP under torchrun, or accelerate's
     DeepSpeed/FSDP plugin from an `accelerate launch` config, GPU only) | fsdp (Weaver shards the weights, gradients
     and optimizer state across the processes itself with torch's FSDP2, on CPUs (gloo) or GPUs; launch with torchrun;
-    weaver.tuning.sharded). fsdp does not run train.objective dpo, train.metric rougeL, train.method adalora or
-    train.frozen_dtype nf4."""
+    weaver.tuning.sharded). fsdp runs the methods lora, ia3, freeze and full (lora and full in tests) and refuses
+    train.objective dpo, train.metric rougeL, train.method adalora, prefix or adapter and train.frozen_dtype nf4."""
 
     def __post_init__(self) -> None:
         _choice("train.method", self.method, METHODS)
@@ -290,16 +290,17 @@ class TrainConfig:
         for name, interval in TRAIN_RANGES.items():
             _in_range(f"train.{name}", getattr(self, name), interval)
 
-
     def _check_fsdp(self) -> None:
         """What a sharded run cannot do, refused with the flag to change."""
-        refused = {
-            "objective": ("dpo", "its reference pass reads the whole model on each process"),
-            "metric": ("rougeL", "generating dev replies needs the whole model in one process"),
-            "method": ("adalora", "AdaLoRA's rank allocator reads whole gradients"),
-            "frozen_dtype": ("nf4", "bitsandbytes' 4-bit layers are not sharded"),
-        }
-        for name, (value, why) in refused.items():
+        refused = [
+            ("objective", "dpo", "its reference pass reads the whole model on each process"),
+            ("metric", "rougeL", "generating dev replies needs the whole model in one process"),
+            ("method", "adalora", "AdaLoRA's rank allocator reads whole gradients"),
+            ("method", "prefix", "it failed inside torch's FSDP when tried: its prefix embedding met a sharded weight"),
+            ("method", "adapter", "it failed inside torch's FSDP when tried"),
+            ("frozen_dtype", "nf4", "bitsandbytes' 4-bit layers are not sharded"),
+        ]
+        for name, value, why in refused:
             if getattr(self, name) == value:
                 raise ConfigError(f"--train.{name} {value} does not work with --train.distributed fsdp ({why}): "
                                   "change one of them")

@@ -116,6 +116,7 @@ def test_fsdp_needs_several_processes(tiny_model_dir, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value"), [("objective", "dpo"), ("metric", "rougeL"), ("method", "adalora"),
+                                            ("method", "prefix"), ("method", "adapter"),
                                             ("frozen_dtype", "nf4")])
 def test_fsdp_refuses_what_it_cannot_shard(key, value):
     with pytest.raises(ConfigError, match=f"--train.{key} {value} does not work with --train.distributed fsdp"):
