@@ -146,3 +146,40 @@ def test_two_processes_validate_a_dev_set_of_one_batch(tiny_model_dir, tiny_data
     assert proc.returncode == 0, err[-3000:]
     dev = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "dev_loss" in line]
     assert [e["step"] for e in dev] == [1, 2] and all(e["dev_loss"] > 0 for e in dev)
+
+
+class _Plant:
+    """Unpickling this creates `marker`: proof that a pickle ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_sharded_checkpoint_runs_no_code(tmp_path):
+    """DCP's own reader unpickles .metadata and its planner unpickles non-tensor values; Weaver's reads data only."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from weaver.tuning.checkpoint import CheckpointError
+    from weaver.tuning.sharded import safe_load
+
+    good = tmp_path / "good"
+    dcp.save({"w": torch.ones(3), "lr": 0.5}, checkpoint_id=good)  # what a sharded checkpoint holds: tensors, values
+    states = {"w": torch.zeros(3), "lr": 0.0}
+    safe_load(states, good)
+    assert torch.equal(states["w"], torch.ones(3)) and states["lr"] == 0.5
+
+    in_value = tmp_path / "value"
+    dcp.save({"w": torch.ones(3), "lr": _Plant(tmp_path / "ran-from-value")}, checkpoint_id=in_value)
+    with pytest.raises(CheckpointError, match="unpickling can run code"):
+        safe_load({"w": torch.zeros(3), "lr": 0.0}, in_value)
+    in_metadata = tmp_path / "metadata"
+    dcp.save({"w": torch.ones(3)}, checkpoint_id=in_metadata)
+    (in_metadata / ".metadata").write_bytes(pickle.dumps(_Plant(tmp_path / "ran-from-metadata")))
+    with pytest.raises(CheckpointError, match="unpickling can run code"):
+        safe_load({"w": torch.zeros(3)}, in_metadata)
+    assert not (tmp_path / "ran-from-value").exists() and not (tmp_path / "ran-from-metadata").exists()

@@ -13,7 +13,7 @@ Every process keeps 1/N of each block's weights (and of the root's: embeddings, 
 the optimizer state; a block's weights are gathered for its forward and backward and freed after.
 
 Checkpoints go through torch.distributed.checkpoint, which writes each process's shards of the trainable
-weights and of the optimizer state (and can load them into another number of processes); the crash-safety
+weights and of the optimizer state (a resumed run is tested with the same number of processes); the crash-safety
 rules of weaver.tuning.checkpoint are kept: everything is written into a temporary folder, the main process
 hashes it into a manifest and renames it, and a folder whose manifest does not verify is skipped.
 """
@@ -21,8 +21,12 @@ hashes it into a manifest and renames it, and a folder whose manifest does not v
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
+import importlib
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -156,7 +160,6 @@ def load_sharded_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     Raises:
         CheckpointError: the folder was not written by a sharded run, or lacks some trainable weights.
     """
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     folder = Path(folder)
@@ -164,10 +167,12 @@ def load_sharded_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
         raise ckpt.CheckpointError(f"checkpoint {folder} was written without train.distributed fsdp: resume it "
                                    "without that setting, or start over with --fresh")
     states = _states(model, optimizer)
+    import torch.distributed.checkpoint as dcp
+
     try:
-        dcp.load(states, checkpoint_id=folder)
-    except Exception as exc:  # DCP wraps every rank's failure in a CheckpointException
-        raise ckpt.CheckpointError(f"checkpoint {folder} does not fit this run's trainable weights ({_first_line(exc)}"
+        safe_load(states, folder)
+    except (dcp.CheckpointException, RuntimeError, KeyError, ValueError) as exc:  # DCP: a BaseException per rank
+        raise ckpt.CheckpointError(f"checkpoint {folder} does not fit this run's trainable weights ({_reason(exc)}"
                                    "): it was written by another method or model; start over with --fresh") from None
     set_state_dict(model, optimizer, model_state_dict=states["model"], optim_state_dict=states["optimizer"],
                    options=StateDictOptions(strict=False))
@@ -180,9 +185,11 @@ def load_sharded_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """The telling line of an error (DCP's CheckpointException holds each rank's traceback: its last "...Error: ")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error: " in line]
+    return (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:200]
 
 
 def full_state(model, names: set[str] | None = None) -> dict[str, torch.Tensor] | None:
@@ -205,3 +212,74 @@ def full_state(model, names: set[str] | None = None) -> dict[str, torch.Tensor] 
         if main:
             out[name] = whole.detach().to("cpu").clone()
     return out if main else None
+
+
+# ---- loading without running code from the run folder --------------------------------------------------------------
+# torch.distributed.checkpoint's own reader unpickles .metadata and its planner torch.loads non-tensor values with
+# weights_only=False: a checkpoint planted in a run folder (whoever can write it can rewrite its manifest too) would
+# run code on --resume. These two read the same files with only data types allowed.
+_SAFE_GLOBALS = {("torch", "Size"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+                 ("collections", "OrderedDict"), ("torch.serialization", "_get_layout")}
+NOT_METADATA = "is not checkpoint metadata"
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP's .metadata: its own dataclasses and enums, torch's dtypes, sizes and layouts, paths; nothing callable."""
+
+    def find_class(self, module: str, name: str):
+        if "." not in name:
+            if module in _METADATA_MODULES:
+                obj = getattr(importlib.import_module(module), name, None)
+                if isinstance(obj, type) and obj.__module__ == module and (
+                        dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+                    return obj
+            if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+                return getattr(torch, name)
+            if (module, name) in _SAFE_GLOBALS:
+                return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} {NOT_METADATA}")
+
+
+def safe_load(states: dict, folder: Path) -> None:
+    """dcp.load(states, folder) with .metadata read by _MetadataUnpickler and every other value by torch.load's
+    weights_only unpickler.
+
+    Raises:
+        CheckpointError: .metadata (or a value) holds something other than data.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with open(Path(self.path) / ".metadata", "rb") as fh:
+                metadata = _MetadataUnpickler(fh).load()
+            metadata.storage_meta = getattr(metadata, "storage_meta", None) or StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+
+    try:
+        dcp.load(states, storage_reader=Reader(folder), planner=Planner())
+    except pickle.UnpicklingError as exc:
+        raise _refused(folder, exc) from None
+    except dcp.CheckpointException as exc:  # a BaseException wrapping each rank's failure
+        if "UnpicklingError" in str(exc) or NOT_METADATA in str(exc):
+            raise _refused(folder, exc) from None
+        raise
+
+
+def _refused(folder: Path, exc: BaseException) -> ckpt.CheckpointError:
+    return ckpt.CheckpointError(f"checkpoint {folder} holds objects other than tensors and plain values "
+                                f"({_reason(exc)}), so Weaver does not load it (unpickling can run code); start "
+                                "over with --fresh or remove that checkpoint")
