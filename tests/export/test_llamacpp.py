@@ -359,3 +359,20 @@ def test_parallel_rows_each_get_a_whole_context_window(tiny_run, tiny_gguf):
     assert 150 < min(lengths) and max(lengths) + 40 < 256  # each fits the window; four together do not fit one
     replies = gen.generate(prompts, SamplingParams(max_new_tokens=40, temperature=1.0, seed=3))
     assert all(r[0].completion_tokens > 0 for r in replies)
+
+
+@pytest.mark.parametrize("cores,load,expected", [(2, 0.1, 2), (2, 0.6, 1), (2, 5.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
+def test_threads_are_the_cores_other_work_leaves_free(monkeypatch, cores, load, expected):
+    from weaver.generate import llamacpp
+
+    monkeypatch.setattr(llamacpp.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(llamacpp.os, "getloadavg", lambda: (load, load, load))
+    assert llamacpp.choose_threads() == expected
+
+
+def test_a_backend_without_threads_takes_the_chosen_count_and_a_given_count_wins(tiny_gguf, monkeypatch):
+    from weaver.generate import llamacpp
+
+    monkeypatch.setattr(llamacpp, "choose_threads", lambda: 2)
+    assert LlamaCppBackend.from_gguf(tiny_gguf, n_ctx=128, n_parallel=1).n_threads == 2
+    assert LlamaCppBackend.from_gguf(tiny_gguf, n_ctx=128, n_threads=1, n_parallel=1).n_threads == 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import secrets
@@ -42,11 +43,19 @@ from weaver.models.export import QUANTS, _require_llama_cpp, export_gguf
 from weaver.models.gguf_lora import is_plain_lora
 from weaver.models.loading import _assemble_gguf, resolve
 
-# Threads per decode. Measured (SmolLM2-135M Q4_1, 32-token greedy replies, 2 cores shared with other jobs at
-# load average ~6): 1 thread 14.8-15.8 tok/s, 2 threads 0.8-4.4 tok/s (ggml's spinning thread pool collides with
-# the other jobs; polling off did not help). On a quiet machine 2 threads were faster (~141 tok/s vs ~90-120),
-# so pass n_threads=2 (`--threads 2`) there.
-DEFAULT_THREADS = 1
+log = logging.getLogger(__name__)
+
+
+def choose_threads() -> int:
+    """llama.cpp threads when none are given: the cores that no other work keeps busy now, at least 1.
+
+    Measured here (shared/PEERS.md, docs/EXPORT.md; SmolLM2 Q4_1): on 2 quiet cores 2 threads decode 141 tok/s vs
+    91 for one (62 vs 39 after a 313-token prompt); on 2 cores that other jobs load (load average 4-7) 2 threads
+    fall to 1-25 tok/s (ggml's spinning thread pool collides with the other work) while 1 thread keeps 15-109.
+    So: the usable cores minus the 1-minute load average, rounded (2 cores: 2 threads below a load of 0.5).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, int(cores - os.getloadavg()[0] + 0.5)))
 
 
 class LlamaCppBackend(Backend):
@@ -95,8 +104,12 @@ class LlamaCppBackend(Backend):
         params.hostnames = ["127.0.0.1"]
         self._key = secrets.token_urlsafe(24)
         params.api_keys = [self._key]
+        if not n_threads:
+            n_threads = choose_threads()
+            log.info("llama.cpp threads: %d (cores free of other work now; --threads sets it)", n_threads)
         for cpu in (params.cpuparams, params.cpuparams_batch):
-            cpu.n_threads = n_threads or DEFAULT_THREADS
+            cpu.n_threads = n_threads
+        self.n_threads = n_threads
         # GGUF LoRA files (weaver.models.gguf_lora), loaded once, off unless a request names one (`adapter=`)
         self.loras = list(loras)
         params.lora_adapters = [xlc.CommonAdapterLoraInfo(str(f), 1.0) for f in loras.values()]

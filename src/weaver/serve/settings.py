@@ -34,7 +34,9 @@ class ServeSettings:
     dtype: str = "auto"
     """Weights dtype: auto | float32 | bfloat16."""
     threads: int | None = None
-    """torch CPU threads for generation (None = torch's default); 1 is much faster on a CPU shared with other jobs."""
+    """CPU threads for generation (None: llama.cpp takes the cores no other work keeps busy when it starts,
+    weaver.generate.llamacpp.choose_threads; transformers keeps torch's default); 1 is much faster on a CPU
+    shared with other jobs."""
     max_batch: int = 8
     """Most sequences (requests x n) generated together in one forward pass."""
     max_queue: int = 64
