@@ -133,11 +133,9 @@ class Trainer:
         else:
             loss_mod = CausalLMLoss(model, target_only=self.t.method not in FULL_FORWARD,
                                     chunk_elements=self.t.logit_chunk_mb * 2**20 // 4)
-        if self.sharded:  # the optimizer is built over the sharded parameters
+        if self.sharded:  # before the optimizer is built: sharding replaces the parameters
             self.wrapped = sharded.shard(loss_mod, model, self.acc.device)
-            self.optimizer = make_optimizer(model, self.t)
-        else:
-            self.optimizer = make_optimizer(model, self.t)
+        self.optimizer = make_optimizer(model, self.t)
         self.scheduler = make_scheduler(self.optimizer, self.t, self.total_steps)
         if not self.sharded:
             self.wrapped, self.optimizer = self.acc.prepare(loss_mod, self.optimizer)
@@ -205,10 +203,9 @@ class Trainer:
         if self.world > 1:
             mean = float(self.acc.reduce(torch.tensor(mean, device=self.acc.device), reduction="mean"))
         check_finite(mean, self.step + 1, self.last_ckpt)
-        if self.t.max_grad_norm > 0 and self.sharded:  # sharded gradients: the norm is reduced over processes
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.t.max_grad_norm)
-        elif self.t.max_grad_norm > 0:
-            self.acc.clip_grad_norm_(self.trainable, self.t.max_grad_norm)
+        if self.t.max_grad_norm > 0:  # sharded: torch's clip computes the norm of the whole, sharded gradients
+            clip = torch.nn.utils.clip_grad_norm_ if self.sharded else self.acc.clip_grad_norm_
+            clip(self.trainable, self.t.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         if self.t.method == "adalora":  # AdaLoRA's rank allocator reads the gradients: before zero_grad
