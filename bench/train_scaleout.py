@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train_scaleout.py                       # dialogsum preset, LoRA and full, 8 steps each
     .venv/bin/python bench/train_scaleout.py --methods lora --steps 4
-    .venv/bin/python bench/train_scaleout.py --smoke               # tiny random model, 2 steps (CI)
+    .venv/bin/python bench/train_scaleout.py --smoke               # tiny random model, LoRA, 2 steps (CI)
 
 Every variant is `weaver tune PRESET` for --steps optimizer steps of the same 2 x batch_size examples each (the
 preset's data and settings, no validation, no checkpoint but the last): `1 process` runs grad_accum 2 with
@@ -113,8 +113,8 @@ def main() -> None:
     work = BENCH / ".work" / ("train_scaleout-smoke" if a.smoke else "train_scaleout")
     work.mkdir(parents=True, exist_ok=True)
     (work / "worker.py").write_text(WORKER)
-    if a.smoke:
-        a.preset, a.steps = smoke_preset(work), 2
+    if a.smoke:  # LoRA only: three launches keep `make bench-smoke` short (tests/tuning runs sharded full tuning)
+        a.preset, a.steps, a.methods = smoke_preset(work), 2, "lora"
     t0, load0 = time.time(), os.getloadavg()
     results = {m: {v: run_variant(v, m, a, work) for v in VARIANTS} for m in a.methods.split(",")}
     load1 = os.getloadavg()
