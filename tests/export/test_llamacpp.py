@@ -362,12 +362,31 @@ def test_parallel_rows_each_get_a_whole_context_window(tiny_run, tiny_gguf):
 
 
 @pytest.mark.parametrize("cores,load,expected", [(2, 0.1, 2), (2, 0.6, 1), (2, 5.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
-def test_threads_are_the_cores_other_work_leaves_free(monkeypatch, cores, load, expected):
+def test_threads_are_the_cores_other_processes_leave_free(monkeypatch, cores, load, expected):
     from weaver.generate import llamacpp
 
     monkeypatch.setattr(llamacpp.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    monkeypatch.setattr(llamacpp.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(llamacpp, "busy_cores_elsewhere", lambda: load)
     assert llamacpp.choose_threads() == expected
+
+
+def test_busy_cores_elsewhere_sees_another_process_and_not_this_one():
+    import subprocess
+    import sys
+    import time
+
+    from weaver.generate.llamacpp import busy_cores_elsewhere
+
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:  # this process's own work just before: not counted
+        pass
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores_elsewhere(0.5) > 0.6  # the spinning process keeps about one core busy
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_a_backend_without_threads_takes_the_chosen_count_and_a_given_count_wins(tiny_gguf, monkeypatch):

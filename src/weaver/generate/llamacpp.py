@@ -46,16 +46,39 @@ from weaver.models.loading import _assemble_gguf, resolve
 log = logging.getLogger(__name__)
 
 
+def busy_cores_elsewhere(window_s: float = 0.25) -> float:
+    """How many cores other processes keep busy now: the machine's busy CPU time over a short window (/proc/stat)
+    less this process's own (/proc/self/stat). This process's own recent work (a tuning run that just ended) is
+    not counted, as the load average would count it. Falls back to the 1-minute load average without /proc."""
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            cpu = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        with open("/proc/self/stat") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
+        return sum(cpu) - cpu[3] - cpu[4], int(own[11]) + int(own[12])  # busy ticks; own utime + stime
+
+    try:
+        busy0, own0 = snapshot()
+        t0 = time.monotonic()
+        time.sleep(window_s)
+        busy1, own1 = snapshot()
+        elapsed = time.monotonic() - t0
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / elapsed)
+
+
 def choose_threads() -> int:
-    """llama.cpp threads when none are given: the cores that no other work keeps busy now, at least 1.
+    """llama.cpp threads when none are given: the cores that other processes leave free now, at least 1.
 
     Measured here (shared/PEERS.md, docs/EXPORT.md; SmolLM2 Q4_1): on 2 quiet cores 2 threads decode 141 tok/s vs
     91 for one (62 vs 39 after a 313-token prompt); on 2 cores that other jobs load (load average 4-7) 2 threads
     fall to 1-25 tok/s (ggml's spinning thread pool collides with the other work) while 1 thread keeps 15-109.
-    So: the usable cores minus the 1-minute load average, rounded (2 cores: 2 threads below a load of 0.5).
+    So: the usable cores minus the cores busy elsewhere, rounded (2 cores: 2 threads while under half a core is
+    busy elsewhere, else 1).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, int(cores - os.getloadavg()[0] + 0.5)))
+    return max(1, min(cores, int(cores - busy_cores_elsewhere() + 0.5)))
 
 
 class LlamaCppBackend(Backend):
