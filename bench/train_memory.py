@@ -50,14 +50,14 @@ def run_variant(name: str, a, work: Path) -> dict:
             "frozen": facts.get("frozen_dtype"), "cmd": " ".join(cmd[2:])}
 
 
-def smoke_preset(work: Path) -> Path:
-    """A preset on a 2-layer random Llama and 16 made-up records."""
+def smoke_preset(work: Path, records: int = 16) -> Path:
+    """A preset on a 2-layer random Llama and `records` made-up records (also bench/train_scaleout.py's)."""
     from time_to_quality import tiny_model
 
     model = tiny_model(work / "tiny-model")
     data = work / "train.jsonl"
     data.write_text("".join(json.dumps({"id": str(i), "input": f"Report {i}: the river rose after rain in town {i}.",
-                                        "output": f"River rose in town {i}."}) + "\n" for i in range(16)))
+                                        "output": f"River rose in town {i}."}) + "\n" for i in range(records)))
     preset = work / "smoke.yaml"
     preset.write_text(f"model:\n  name: {model}\ndata:\n  train: {data}\n  task: summarize\n  max_seq_len: 64\n"
                       "train:\n  batch_size: 4\n  top_layers: null\n  precision: fp32\n")
