@@ -8,6 +8,9 @@
 Contenders, each trained in its own process for the same wall-clock budget (imports and loading excluded):
 - weaver: `weaver tune configs/dialogsum-smollm2.yaml` as shipped (only data, model folder, output and
   budget set); variants add overrides (weaver-top10: `--train.top_layers 10`).
+- Allocator variants: weaver-glibc (glibc's own moving mmap threshold, `--train.mmap_threshold_kb none`),
+  weaver-mmap128 / weaver-mmap8192 (other fixed thresholds), weaver-arena2 (MALLOC_ARENA_MAX=2),
+  weaver-jemalloc / weaver-tcmalloc (Debian's libraries preloaded), weaver-threads1 (OMP_NUM_THREADS=1).
 - hf: transformers Trainer + peft LoRA r16 on all linear layers, fp32, padding to the longest in the batch
   (DataCollatorForSeq2Seq), the same prompts, batch 8, lr 3e-4 constant.
 Figures: useful target tokens/s (supervised, non-padding reply tokens per second of training), ROUGE-L of
@@ -36,9 +39,20 @@ from run import SHARED_NOTE, write_section  # noqa: E402
 VARIANTS = {"weaver": [], "weaver-top10": ["--train.top_layers", "10"], "weaver-fp32": ["--train.precision", "fp32"],
             "weaver-bf16": ["--train.precision", "bf16"],  # bf16 autocast, frozen base stored bf16 (frozen_dtype auto)
             "weaver-bf16-frozen32": ["--train.precision", "bf16", "--train.frozen_dtype", "float32"],
-            "weaver-nf4": ["--train.frozen_dtype", "nf4"], "weaver-arena2": []}
-# Variants that differ by the process environment only (glibc malloc settings, read at process start)
-ENV = {"weaver-arena2": {"MALLOC_ARENA_MAX": "2"}}
+            "weaver-nf4": ["--train.frozen_dtype", "nf4"], "weaver-arena2": [],
+            # the allocator: weaver sets a fixed glibc mmap threshold (train.mmap_threshold_kb 1024); these compare
+            "weaver-glibc": ["--train.mmap_threshold_kb", "none"],
+            "weaver-mmap128": ["--train.mmap_threshold_kb", "128"],
+            "weaver-mmap8192": ["--train.mmap_threshold_kb", "8192"],
+            "weaver-jemalloc": ["--train.mmap_threshold_kb", "none"],
+            "weaver-tcmalloc": ["--train.mmap_threshold_kb", "none"],
+            "weaver-threads1": []}
+# Variants that differ by the process environment (malloc settings and libraries, threads: read at process start).
+# jemalloc and tcmalloc are Debian's libjemalloc2 / libtcmalloc-minimal4, preloaded (apt-get install ...).
+LIB = Path("/usr/lib/x86_64-linux-gnu")
+ENV = {"weaver-arena2": {"MALLOC_ARENA_MAX": "2"}, "weaver-threads1": {"OMP_NUM_THREADS": "1"},
+       "weaver-jemalloc": {"LD_PRELOAD": str(LIB / "libjemalloc.so.2")},
+       "weaver-tcmalloc": {"LD_PRELOAD": str(LIB / "libtcmalloc_minimal.so.4")}}
 FULL = {"minutes": 4.0, "n_train": 300, "n_dev": 50, "max_new_tokens": 48, "gen_batch": 8, "max_words": 200}
 SMOKE = {"minutes": 0.15, "n_train": 24, "n_dev": 4, "max_new_tokens": 8, "gen_batch": 4, "max_words": 40}
 
@@ -113,12 +127,17 @@ def run_weaver(name: str, ctx: dict) -> dict:
         s["extra"] += ["--train.top_layers", "none", "--data.max_seq_len", "160", "--train.batch_size", "4"]
     cmd = weaver_recipe.command(ctx["preset"], ctx["model_dir"], ctx["files"]["train"], ctx["files"]["dev"],
                                 ctx["files"]["dev"], out, s)
+    preload = ENV.get(name, {}).get("LD_PRELOAD")
+    if preload and not Path(preload).exists():
+        raise SystemExit(f"variant {name} preloads {preload}, which is not installed (Debian: apt-get install "
+                         "libjemalloc2 libtcmalloc-minimal4)")
     _call(cmd, ENV.get(name))
     facts = json.loads((out / "run.json").read_text())
     env = " ".join(f"{k}={v}" for k, v in ENV.get(name, {}).items())
     return {"target_tokens": facts["target_tokens"], "train_s": facts["train_time_s"],
             "target_tokens_per_s": facts["target_tokens_per_s"], "peak_rss_mb": facts["peak_rss_mb"],
             "steps": facts["steps"], "precision": facts["precision"], "frozen": facts.get("frozen_dtype", "-"),
+            "allocator": (f"{preload.rsplit('/', 1)[-1]} (preloaded)" if preload else facts.get("allocator", "-")),
             "adapter": str(out / "adapter"), "cmd": (env + " " if env else "") + " ".join(cmd[3:]),
             **memory_phases(out / "metrics.jsonl")}
 
@@ -160,8 +179,9 @@ def markdown(results: dict, ctx: dict, argv: list[str]) -> str:
              f"{s['max_new_tokens']} new tokens, repetition penalty 1.1." + (" SMOKE: tiny random model." if
                                                                              ctx["smoke"] else ""), "",
              "| contender | steps | target tok/s | x plain HF | ROUGE-L | peak RSS MB | precision | frozen base |"
-             " peak by step 1 MB | RSS after step 1 / max after a step / last step MB | peak rise in validations MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " peak by step 1 MB | RSS after step 1 / max after a step / last step MB | peak rise in validations MB |"
+             " allocator |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         ratio = f"{r['target_tokens_per_s'] / hf['target_tokens_per_s']:.2f}" if hf else "-"
         phases = (f"{r['rss_step1_mb']} / {r['rss_steps_max_mb']} / {r['rss_last_mb']}" if "rss_step1_mb" in r
@@ -169,7 +189,7 @@ def markdown(results: dict, ctx: dict, argv: list[str]) -> str:
         lines.append(f"| {name} | {r.get('steps', '-')} | {r['target_tokens_per_s']} | {ratio} | {r['rougeL']} | "
                      f"{r['peak_rss_mb']} | {r.get('precision', 'fp32')} | {r.get('frozen', 'float32')} | "
                      f"{r.get('peak_step1_mb', '-')} | {phases} | "
-                     f"{r.get('peak_rise_validation_mb', '-')} |")
+                     f"{r.get('peak_rise_validation_mb', '-')} | {r.get('allocator', '-')} |")
     lines += ["", "Base model ROUGE-L on the same items: " + str(ctx.get("base_rougeL", "-")),
               "", "weaver commands: " + "; ".join(f"`{r['cmd']}`" for r in results.values() if "cmd" in r)]
     return "\n".join(lines)

@@ -218,6 +218,12 @@ class TrainConfig:
     """Memory for the LM head's logits at once in the loss (0 = all target positions at once): above it the logits
     are computed in chunks of positions, each recomputed in the backward pass. Gemma-3-270M (262k vocabulary),
     adgen preset: peak RSS 4.58 -> 2.90 GB (bench/train_memory.py), same losses; SmolLM2's batches fit one chunk."""
+    mmap_threshold_kb: int | None = 1024
+    """CPU training under glibc: allocations of at least this many KiB get their own memory map, returned to the
+    system when freed (mallopt M_MMAP_THRESHOLD, set by `weaver tune`; 16 to 32768). glibc otherwise raises the
+    threshold to the largest block freed so far, keeps a step's activations on its heap afterwards and the
+    process holds a peak of freed memory (dialogsum preset: 2.37 -> 1.32 GB peak RSS, bench/RESULTS.md). none
+    leaves glibc's own, moving threshold; so does MALLOC_MMAP_THRESHOLD_ set in the environment."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of
@@ -413,10 +419,11 @@ TRAIN_RANGES = {
     "num_virtual_tokens": "[1, inf)", "adapter_size": "[1, inf)", "warmup_steps": "[0, inf)",
     "batch_size": "[1, inf)", "grad_accum": "[1, inf)", "eval_every": "[0, inf)", "save_every": "[0, inf)",
     "keep_checkpoints": "[1, inf)", "rouge_samples": "[1, inf)", "patience": "[1, inf)", "dpo_beta": "(0, inf)",
-    "logit_chunk_mb": "[0, inf)",
+    "logit_chunk_mb": "[0, inf)", "mmap_threshold_kb": "[16, 32768]",
 }
 _RANGE_HINTS = {"train.max_steps": " (none trains for --train.epochs)", "train.max_minutes": " (none: no time budget)",
-                "train.patience": " (none never stops early)", "train.eval_every": " (0 validates only at the end)"}
+                "train.patience": " (none never stops early)", "train.eval_every": " (0 validates only at the end)",
+                "train.mmap_threshold_kb": " (none keeps glibc's own threshold)"}
 
 # Train options that only some methods use -> those methods. A value other than the default that reaches a
 # method it does not apply to is dropped with a notice when it came from a YAML file (a preset written for

@@ -47,6 +47,7 @@ from weaver.tuning.step import (
     peak_rss_mb,
     release_free_memory,
     rss_mb,
+    set_mmap_threshold,
 )
 from weaver.tuning.validate import dev_loss, dev_rouge
 
@@ -122,6 +123,8 @@ class Trainer:
             sharded.check_launch(self.acc, self.world)
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
+        self.allocator = (set_mmap_threshold(self.t.mmap_threshold_kb) if self.acc.device.type == "cpu"
+                          else "not changed (accelerator memory)")
         self.frozen_dtype, self.frozen_why = choose_frozen_dtype(self.t.frozen_dtype, self.precision, self.t.method)
         if self.frozen_dtype == "bfloat16":
             store_frozen(model, torch.bfloat16)
@@ -376,5 +379,5 @@ class Trainer:
             "target_tokens_per_s": round(float(counts[1]) / max(train_s, 1e-9), 1),
             "best_metric": {"name": self.t.metric, "value": self.state["best"], "step": self.state["best_step"]},
             "precision": self.precision, "precision_reason": self.precision_why, "frozen_dtype": self.frozen_dtype,
-            "frozen_dtype_reason": self.frozen_why, "processes": self.world,
+            "frozen_dtype_reason": self.frozen_why, "allocator": self.allocator, "processes": self.world,
         }
