@@ -75,6 +75,9 @@ def child_env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                DISABLE_VERSION_CHECK="1", HF_DATASETS_CACHE=str(work / "hf-datasets"), WANDB_DISABLED="true")
+    # torch's default pages for the peers: `import weaver` in this process asked for huge pages (weaver's own child
+    # asks again when it imports weaver)
+    env.pop("THP_MEM_ALLOC_ENABLE", None)
     return env
 
 

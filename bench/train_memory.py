@@ -10,7 +10,12 @@ checkpoints), the preset's data and settings otherwise. From its run.json and me
 and peak_rss_mb at every step): target tokens/s, the process's peak RSS, the peak by the end of step 1, and the
 resident size after the steps (what a step leaves behind), and the first losses (variants that only move
 memory must give the same ones). Variants: default (the shipped recipe), logits-at-once (train.logit_chunk_mb 0,
-the loss before chunking), nf4 (train.frozen_dtype nf4). Section "train_memory" of bench/RESULTS.md.
+the loss before chunking), nf4 (train.frozen_dtype nf4), glibc-malloc (train.mmap_threshold_kb none: glibc's own
+moving mmap threshold instead of weaver's fixed one), mmapN (a fixed threshold of N KiB), jemalloc (Debian's
+libjemalloc2 preloaded, glibc's threshold left alone), no-thp (THP_MEM_ALLOC_ENABLE=0: torch's tensors on normal
+pages). Section "train_memory" of bench/RESULTS.md
+($WEAVER_BENCH_RESULTS) for the adgen-gemma3 preset, "train_memory-PRESET" for another; --smoke alone writes
+bench/.work/train_memory-smoke/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,16 +33,30 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from run import SHARED_NOTE, write_section  # noqa: E402
 
-VARIANTS = {"default": [], "logits-at-once": ["--train.logit_chunk_mb", "0"], "nf4": ["--train.frozen_dtype", "nf4"]}
+VARIANTS = {"default": [], "logits-at-once": ["--train.logit_chunk_mb", "0"], "nf4": ["--train.frozen_dtype", "nf4"],
+            "glibc-malloc": ["--train.mmap_threshold_kb", "none"], "mmapN": ["--train.mmap_threshold_kb", "N"],
+            "jemalloc": ["--train.mmap_threshold_kb", "none"], "no-thp": []}
+# Variants that differ by the environment: no-thp turns off the huge-page tensors `import weaver` asks torch for
+ENV = {"no-thp": {"THP_MEM_ALLOC_ENABLE": "0"}}
+# jemalloc: Debian's libjemalloc2 preloaded (apt-get install libjemalloc2)
+PRELOAD = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}
+DEFAULT_VARIANTS = "default,logits-at-once,nf4"
 
 
 def run_variant(name: str, a, work: Path) -> dict:
     out = work / name
+    extra = (["--train.mmap_threshold_kb", name[4:]] if name.startswith("mmap") and name[4:].isdigit()
+             else VARIANTS[name])
     cmd = [sys.executable, "-m", "weaver.cli", "tune", str(a.preset), "--train.max_steps", str(a.steps),
            "--train.eval_every", "0", "--train.save_every", "1000", "--train.max_minutes", "none",
            "--train.logging", "[]", "--train.resume", "never", "--eval.after_tune", "false",
-           "--train.out_dir", str(out), *VARIANTS[name]]
+           "--train.out_dir", str(out), *extra]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(a.threads)} if a.threads else {})}
+    env.update(ENV.get(name, {}))
+    if name in PRELOAD:
+        if not Path(PRELOAD[name]).exists():
+            raise SystemExit(f"{name}: {PRELOAD[name]} is not installed (Debian: apt-get install libjemalloc2)")
+        env["LD_PRELOAD"] = PRELOAD[name]
     res = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{name} failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
@@ -47,7 +66,8 @@ def run_variant(name: str, a, work: Path) -> dict:
     return {"target_tokens_per_s": facts["target_tokens_per_s"], "peak_rss_mb": facts["peak_rss_mb"],
             "peak_step1_mb": steps[0]["peak_rss_mb"], "rss_after_steps_mb": steps[-1].get("rss_mb"),
             "losses": [round(e["train_loss"], 4) for e in steps[:3]], "precision": facts["precision"],
-            "frozen": facts.get("frozen_dtype"), "cmd": " ".join(cmd[2:])}
+            "frozen": facts.get("frozen_dtype"), "cmd": " ".join(cmd[2:]),
+            "allocator": (f"{name} (preloaded)" if name in PRELOAD else facts.get("allocator", "-")).replace("|", "/")}
 
 
 def smoke_preset(work: Path, records: int = 16) -> Path:
@@ -69,7 +89,7 @@ def main() -> None:
     p.add_argument("--preset", type=Path, default=ROOT / "configs" / "adgen-gemma3.yaml")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each run (default: torch's)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--smoke", action="store_true", help="tiny random model, 16 records, 2 steps (numbers mean nothing)")
     a = p.parse_args()
     work = BENCH / ".work" / ("train_memory-smoke" if a.smoke else "train_memory")
@@ -86,15 +106,17 @@ def main() -> None:
              f"{os.cpu_count()} cores). {a.steps} optimizer steps per variant, the preset's batches, no validation."
              f"{f' OMP_NUM_THREADS={a.threads}.' if a.threads else ''} {SHARED_NOTE}", "",
              "| variant | target tok/s | peak RSS MB | peak by step 1 MB | RSS after the steps MB | first losses | "
-             "precision | frozen base |", "|---|---|---|---|---|---|---|---|"]
+             "precision | frozen base | allocator |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['target_tokens_per_s']} | {r['peak_rss_mb']} | {r['peak_step1_mb']} | "
                      f"{r['rss_after_steps_mb']} | {', '.join(map(str, r['losses']))} | {r['precision']} | "
-                     f"{r['frozen']} |")
+                     f"{r['frozen']} | {r['allocator']} |")
     lines += ["", "Commands: " + "; ".join(f"`{r['cmd']}`" for r in results.values())]
     md = "\n".join(lines) + "\n"
     print(md)
-    print(f"section train_memory written to {write_section('train_memory', md)}")
+    name = "train_memory" if a.smoke or a.preset.stem == "adgen-gemma3" else f"train_memory-{a.preset.stem}"
+    target = work / "RESULTS.md" if a.smoke and not os.environ.get("WEAVER_BENCH_RESULTS") else None
+    print(f"section {name} written to {write_section(name, md, target)}")
 
 
 if __name__ == "__main__":

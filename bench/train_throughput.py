@@ -10,7 +10,8 @@ Contenders, each trained in its own process for the same wall-clock budget (impo
   budget set); variants add overrides (weaver-top10: `--train.top_layers 10`).
 - Allocator variants: weaver-glibc (glibc's own moving mmap threshold, `--train.mmap_threshold_kb none`),
   weaver-mmap128 / weaver-mmap8192 (other fixed thresholds), weaver-arena2 (MALLOC_ARENA_MAX=2),
-  weaver-jemalloc / weaver-tcmalloc (Debian's libraries preloaded), weaver-threads1 (OMP_NUM_THREADS=1).
+  weaver-jemalloc / weaver-tcmalloc (Debian's libraries preloaded), weaver-threads1 (OMP_NUM_THREADS=1),
+  weaver-nothp (THP_MEM_ALLOC_ENABLE=0: torch's tensors on normal pages, not the huge pages `import weaver` asks for).
 - hf: transformers Trainer + peft LoRA r16 on all linear layers, fp32, padding to the longest in the batch
   (DataCollatorForSeq2Seq), the same prompts, batch 8, lr 3e-4 constant.
 Figures: useful target tokens/s (supervised, non-padding reply tokens per second of training), ROUGE-L of
@@ -46,11 +47,12 @@ VARIANTS = {"weaver": [], "weaver-top10": ["--train.top_layers", "10"], "weaver-
             "weaver-mmap8192": ["--train.mmap_threshold_kb", "8192"],
             "weaver-jemalloc": ["--train.mmap_threshold_kb", "none"],
             "weaver-tcmalloc": ["--train.mmap_threshold_kb", "none"],
-            "weaver-threads1": []}
+            "weaver-threads1": [], "weaver-nothp": []}
 # Variants that differ by the process environment (malloc settings and libraries, threads: read at process start).
 # jemalloc and tcmalloc are Debian's libjemalloc2 / libtcmalloc-minimal4, preloaded (apt-get install ...).
 LIB = Path("/usr/lib/x86_64-linux-gnu")
 ENV = {"weaver-arena2": {"MALLOC_ARENA_MAX": "2"}, "weaver-threads1": {"OMP_NUM_THREADS": "1"},
+       "weaver-nothp": {"THP_MEM_ALLOC_ENABLE": "0"},
        "weaver-jemalloc": {"LD_PRELOAD": str(LIB / "libjemalloc.so.2")},
        "weaver-tcmalloc": {"LD_PRELOAD": str(LIB / "libtcmalloc_minimal.so.4")}}
 FULL = {"minutes": 4.0, "n_train": 300, "n_dev": 50, "max_new_tokens": 48, "gen_batch": 8, "max_words": 200}
@@ -164,7 +166,7 @@ def run_hf(ctx: dict) -> dict:
     out = ctx["work"] / "hf"
     cmd = [sys.executable, __file__, "--hf-worker", json.dumps([str(ctx["model_dir"]), str(ctx["files"]["train"]),
                                                                  str(out), ctx["s"]["minutes"]])]
-    _call(cmd)
+    _call(cmd, {"THP_MEM_ALLOC_ENABLE": "0"})  # torch's default pages: this process's `import weaver` set them
     return {**json.loads((out / "facts.json").read_text()), "adapter": str(out / "adapter")}
 
 

@@ -218,12 +218,13 @@ class TrainConfig:
     """Memory for the LM head's logits at once in the loss (0 = all target positions at once): above it the logits
     are computed in chunks of positions, each recomputed in the backward pass. Gemma-3-270M (262k vocabulary),
     adgen preset: peak RSS 4.58 -> 2.90 GB (bench/train_memory.py), same losses; SmolLM2's batches fit one chunk."""
-    mmap_threshold_kb: int | None = 1024
-    """CPU training under glibc: allocations of at least this many KiB get their own memory map, returned to the
-    system when freed (mallopt M_MMAP_THRESHOLD, set by `weaver tune`; 16 to 32768). glibc otherwise raises the
-    threshold to the largest block freed so far, keeps a step's activations on its heap afterwards and the
-    process holds a peak of freed memory (dialogsum preset: 2.37 -> 1.32 GB peak RSS, bench/RESULTS.md). none
-    leaves glibc's own, moving threshold; so does MALLOC_MMAP_THRESHOLD_ set in the environment."""
+    mmap_threshold_kb: int | None = None
+    """CPU training under glibc, for the least memory: allocations of at least this many KiB get their own memory
+    map, returned to the system when freed (mallopt M_MMAP_THRESHOLD, set by `weaver tune`; 16 to 32768). glibc
+    otherwise raises its threshold to the largest block freed so far and keeps later activations on its heap.
+    Dialogsum preset, 8 steps, with weaver's huge-page tensors: 1024 gives peak RSS 1.42 instead of 1.63 GB for
+    about 30% fewer tokens/s (bench/RESULTS.md, train_memory-dialogsum-smollm2). none (default): glibc's own;
+    MALLOC_MMAP_THRESHOLD_ in the environment wins over this."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less
     memory (SmolLM2-135M, LoRA in the top 10 blocks, batch 8 x 300 tokens: one step peaks at 1.8 instead of

@@ -1,5 +1,6 @@
-"""train.mmap_threshold_kb: under glibc, a freed block above the threshold goes back to the system at once instead of
-staying on the heap after glibc has raised its own threshold; the setting is recorded and can be left alone."""
+"""The CPU allocator: `import weaver` puts torch's large tensors on transparent huge pages; train.mmap_threshold_kb
+(under glibc) returns a freed block above the threshold to the system at once instead of keeping it on the heap
+after glibc has raised its own threshold; both are recorded and can be left alone."""
 
 from __future__ import annotations
 
@@ -49,3 +50,24 @@ def test_the_threshold_is_range_checked():
         with pytest.raises(ConfigError, match="mmap_threshold_kb"):
             TrainConfig(mmap_threshold_kb=bad)
     TrainConfig(mmap_threshold_kb=None)
+
+
+THP_PROBE = """
+import weaver, torch
+t = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
+with open("/proc/self/smaps_rollup") as fh:
+    print(next(int(line.split()[1]) for line in fh if line.startswith("AnonHugePages:")) / 1024)
+"""
+
+
+def _huge_mb(env: dict) -> float:
+    res = subprocess.run([sys.executable, "-c", THP_PROBE], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", **env})
+    return float(res.stdout.strip())
+
+
+@pytest.mark.skipif(step.thp_mode() in (None, "never"), reason="no transparent huge pages on this kernel")
+def test_import_weaver_puts_large_torch_tensors_on_huge_pages():
+    assert _huge_mb({}) >= 32  # most of the 64 MiB tensor
+    if step.thp_mode() == "madvise":  # only advised memory gets huge pages: the switch is what gives them
+        assert _huge_mb({"THP_MEM_ALLOC_ENABLE": "0"}) < 8

@@ -48,6 +48,7 @@ from weaver.tuning.step import (
     release_free_memory,
     rss_mb,
     set_mmap_threshold,
+    torch_huge_pages,
 )
 from weaver.tuning.validate import dev_loss, dev_rouge
 
@@ -123,8 +124,8 @@ class Trainer:
             sharded.check_launch(self.acc, self.world)
         self.steps_per_epoch, self.total_steps = plan_steps(len(data.batches(0)), self.world, self.t)
         self.precision, self.precision_why = choose_precision(self.t.precision, self.acc.device)
-        self.allocator = (set_mmap_threshold(self.t.mmap_threshold_kb) if self.acc.device.type == "cpu"
-                          else "not changed (accelerator memory)")
+        self.allocator = (f"{set_mmap_threshold(self.t.mmap_threshold_kb)}; {torch_huge_pages()}"
+                          if self.acc.device.type == "cpu" else "not changed (accelerator memory)")
         self.frozen_dtype, self.frozen_why = choose_frozen_dtype(self.t.frozen_dtype, self.precision, self.t.method)
         if self.frozen_dtype == "bfloat16":
             store_frozen(model, torch.bfloat16)

@@ -204,7 +204,8 @@ def set_mmap_threshold(kb: int | None) -> str:
     glibc starts at 128 KiB but raises the threshold to the size of every mapped block freed (up to 32 MiB), so
     after the first step a training step's activations (7-130 MB tensors) come from its heap; freed, they stay
     resident (malloc_trim returns only the heap's top). A fixed threshold turns that off: dialogsum preset, 2
-    steps, peak RSS 2.37 -> 1.32 GB with the same losses (bench/RESULTS.md, train_throughput).
+    steps, peak RSS 2.34 -> 1.42 GB with the same losses but ~30% fewer tokens/s (bench/RESULTS.md,
+    train_memory-dialogsum-smollm2), so it is an option (train.mmap_threshold_kb), off by default.
 
     Args:
         kb: the threshold in KiB (train.mmap_threshold_kb), or None to keep glibc's own.
@@ -225,6 +226,30 @@ def set_mmap_threshold(kb: int | None) -> str:
     if mallopt(M_MMAP_THRESHOLD, kb * 1024) != 1:
         return f"glibc refused an mmap threshold of {kb} KiB: its own"
     return f"glibc mmap threshold {kb} KiB"
+
+
+def thp_mode() -> str | None:
+    """The kernel's transparent huge page mode (always | madvise | never), None where it has none."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
+            return fh.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+def torch_huge_pages() -> str:
+    """Whether torch's CPU tensors of 2 MiB and more go on transparent huge pages (`import weaver` sets
+    THP_MEM_ALLOC_ENABLE=1 when torch is not imported yet), for run.json."""
+    import os
+
+    mode = thp_mode()
+    if mode is None:
+        return "no transparent huge pages here"
+    if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+        return "torch tensors on normal pages (THP_MEM_ALLOC_ENABLE is not 1)"
+    if mode == "never":
+        return "torch asks for huge pages, but the kernel's transparent huge pages are off (never)"
+    return f"torch tensors >= 2 MiB on huge pages (THP_MEM_ALLOC_ENABLE=1, kernel mode {mode})"
 
 
 def peak_rss_mb() -> float:
