@@ -222,8 +222,8 @@ class TrainConfig:
     """CPU training under glibc, for the least memory: allocations of at least this many KiB get their own memory
     map, returned to the system when freed (mallopt M_MMAP_THRESHOLD, set by `weaver tune`; 16 to 32768). glibc
     otherwise raises its threshold to the largest block freed so far and keeps later activations on its heap.
-    Dialogsum preset, 8 steps, with weaver's huge-page tensors: 1024 gives peak RSS 1.42 instead of 1.63 GB for
-    about 30% fewer tokens/s (bench/RESULTS.md, train_memory-dialogsum-smollm2). none (default): glibc's own;
+    Dialogsum preset, 8 steps, with weaver's huge-page tensors: 1024 gives peak RSS 1.42 instead of 1.66 GB for
+    about 16% fewer tokens/s (bench/RESULTS.md, train_memory-dialogsum-smollm2). none (default): glibc's own;
     MALLOC_MMAP_THRESHOLD_ in the environment wins over this."""
     gradient_checkpointing: bool = False
     """Recompute the activations of the trained blocks in the backward pass instead of keeping them: less

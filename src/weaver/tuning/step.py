@@ -204,7 +204,7 @@ def set_mmap_threshold(kb: int | None) -> str:
     glibc starts at 128 KiB but raises the threshold to the size of every mapped block freed (up to 32 MiB), so
     after the first step a training step's activations (7-130 MB tensors) come from its heap; freed, they stay
     resident (malloc_trim returns only the heap's top). A fixed threshold turns that off: dialogsum preset, 2
-    steps, peak RSS 2.34 -> 1.42 GB with the same losses but ~30% fewer tokens/s (bench/RESULTS.md,
+    steps, peak RSS 2.43 -> 1.42 GB with the same losses but ~24% fewer tokens/s (bench/RESULTS.md,
     train_memory-dialogsum-smollm2), so it is an option (train.mmap_threshold_kb), off by default.
 
     Args:
