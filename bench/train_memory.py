@@ -10,8 +10,8 @@ checkpoints), the preset's data and settings otherwise. From its run.json and me
 and peak_rss_mb at every step): target tokens/s, the process's peak RSS, the peak by the end of step 1, and the
 resident size after the steps (what a step leaves behind), and the first losses (variants that only move
 memory must give the same ones). Variants: default (the shipped recipe), logits-at-once (train.logit_chunk_mb 0,
-the loss before chunking), nf4 (train.frozen_dtype nf4), glibc-malloc (train.mmap_threshold_kb none: glibc's own
-moving mmap threshold instead of weaver's fixed one), mmapN (a fixed threshold of N KiB), jemalloc (Debian's
+the loss before chunking), nf4 (train.frozen_dtype nf4), mmapN (train.mmap_threshold_kb N: a fixed glibc threshold
+of N KiB), jemalloc (Debian's
 libjemalloc2 preloaded, glibc's threshold left alone), no-thp (THP_MEM_ALLOC_ENABLE=0: torch's tensors on normal
 pages). Section "train_memory" of bench/RESULTS.md
 ($WEAVER_BENCH_RESULTS) for the adgen-gemma3 preset, "train_memory-PRESET" for another; --smoke alone writes
@@ -34,7 +34,6 @@ sys.path.insert(0, str(BENCH))
 from run import SHARED_NOTE, write_section  # noqa: E402
 
 VARIANTS = {"default": [], "logits-at-once": ["--train.logit_chunk_mb", "0"], "nf4": ["--train.frozen_dtype", "nf4"],
-            "glibc-malloc": ["--train.mmap_threshold_kb", "none"], "mmapN": ["--train.mmap_threshold_kb", "N"],
             "jemalloc": ["--train.mmap_threshold_kb", "none"], "no-thp": []}
 # Variants that differ by the environment: no-thp turns off the huge-page tensors `import weaver` asks torch for
 ENV = {"no-thp": {"THP_MEM_ALLOC_ENABLE": "0"}}
@@ -45,8 +44,8 @@ DEFAULT_VARIANTS = "default,logits-at-once,nf4"
 
 def run_variant(name: str, a, work: Path) -> dict:
     out = work / name
-    extra = (["--train.mmap_threshold_kb", name[4:]] if name.startswith("mmap") and name[4:].isdigit()
-             else VARIANTS[name])
+    mmap = name.startswith("mmap") and name[4:].isdigit()
+    extra = ["--train.mmap_threshold_kb", name[4:]] if mmap else VARIANTS[name]
     cmd = [sys.executable, "-m", "weaver.cli", "tune", str(a.preset), "--train.max_steps", str(a.steps),
            "--train.eval_every", "0", "--train.save_every", "1000", "--train.max_minutes", "none",
            "--train.logging", "[]", "--train.resume", "never", "--eval.after_tune", "false",
@@ -89,7 +88,7 @@ def main() -> None:
     p.add_argument("--preset", type=Path, default=ROOT / "configs" / "adgen-gemma3.yaml")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each run (default: torch's)")
-    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(VARIANTS)}, mmapN")
     p.add_argument("--smoke", action="store_true", help="tiny random model, 16 records, 2 steps (numbers mean nothing)")
     a = p.parse_args()
     work = BENCH / ".work" / ("train_memory-smoke" if a.smoke else "train_memory")

@@ -8,8 +8,8 @@
 Contenders, each trained in its own process for the same wall-clock budget (imports and loading excluded):
 - weaver: `weaver tune configs/dialogsum-smollm2.yaml` as shipped (only data, model folder, output and
   budget set); variants add overrides (weaver-top10: `--train.top_layers 10`).
-- Allocator variants: weaver-glibc (glibc's own moving mmap threshold, `--train.mmap_threshold_kb none`),
-  weaver-mmap128 / weaver-mmap8192 (other fixed thresholds), weaver-arena2 (MALLOC_ARENA_MAX=2),
+- Allocator variants: weaver-mmap128 / weaver-mmap8192 (fixed glibc mmap thresholds, `--train.mmap_threshold_kb`),
+  weaver-arena2 (MALLOC_ARENA_MAX=2),
   weaver-jemalloc / weaver-tcmalloc (Debian's libraries preloaded), weaver-threads1 (OMP_NUM_THREADS=1),
   weaver-nothp (THP_MEM_ALLOC_ENABLE=0: torch's tensors on normal pages, not the huge pages `import weaver` asks for).
 - hf: transformers Trainer + peft LoRA r16 on all linear layers, fp32, padding to the longest in the batch
@@ -41,8 +41,7 @@ VARIANTS = {"weaver": [], "weaver-top10": ["--train.top_layers", "10"], "weaver-
             "weaver-bf16": ["--train.precision", "bf16"],  # bf16 autocast, frozen base stored bf16 (frozen_dtype auto)
             "weaver-bf16-frozen32": ["--train.precision", "bf16", "--train.frozen_dtype", "float32"],
             "weaver-nf4": ["--train.frozen_dtype", "nf4"], "weaver-arena2": [],
-            # the allocator: weaver sets a fixed glibc mmap threshold (train.mmap_threshold_kb 1024); these compare
-            "weaver-glibc": ["--train.mmap_threshold_kb", "none"],
+            # the allocator: weaver keeps glibc's own mmap threshold and asks torch for huge pages; these compare
             "weaver-mmap128": ["--train.mmap_threshold_kb", "128"],
             "weaver-mmap8192": ["--train.mmap_threshold_kb", "8192"],
             "weaver-jemalloc": ["--train.mmap_threshold_kb", "none"],
