@@ -4,9 +4,10 @@
         [--epochs 2 --lr 3e-4 --batch-size 8 --save-steps 5 --max-seq-len 512 --max-steps N]
 
 fp32 (no mixed precision), LoRA r=16/alpha=32/dropout=0.05 on all linear layers, the tokenizer's chat
-template, loss on the reply only (DataCollatorForSeq2Seq pads each batch to its longest example with
--100 labels), Trainer's default linear-decay schedule and AdamW. Checkpoints (adapter only) every
---save-steps steps, and the final adapter in OUT/final via `trainer.save_model`.
+template (a base model without one, Gemma-3-270M: the plain alpaca-style format weaver uses), loss on the
+reply only (DataCollatorForSeq2Seq pads each batch to its longest example with -100 labels), Trainer's
+default linear-decay schedule and AdamW. Checkpoints (adapter only) every --save-steps steps, and the final
+adapter in OUT/final via `trainer.save_model`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def encode(tok, ex: dict, max_len: int) -> dict:
-    """Prompt (chat template) + reply + EOS; labels -100 on the prompt."""
-    prompt = tok.apply_chat_template([{"role": "user", "content": ex["user"]}], tokenize=False,
-                                     add_generation_prompt=True)
+    """Prompt (chat template; a base model without one: the plain format below) + reply + EOS; labels -100 on
+    the prompt."""
+    if getattr(tok, "chat_template", None):
+        prompt = tok.apply_chat_template([{"role": "user", "content": ex["user"]}], tokenize=False,
+                                         add_generation_prompt=True)
+    else:  # the alpaca-style format every contender gets for a base model (weaver's plain template)
+        prompt = f"{tok.bos_token or ''}### Instruction:\n{ex['user']}\n\n### Response:\n"
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     t_ids = tok(ex["output"] + tok.eos_token, add_special_tokens=False)["input_ids"]
     ids = (p_ids + t_ids)[:max_len]

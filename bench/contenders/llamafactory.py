@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lf_plain  # noqa: E402
+
 LF_VERSION = "0.9.5"
 TORCH_PIN = "torch==2.13.0"
 EXCLUDED = {"torchaudio", "torchvision", "av", "gradio"}
@@ -122,7 +125,7 @@ def write_config(path: Path, model_dir: Path, dataset_dir: Path, out_dir: Path, 
 
     Args:
         s: lora_r, lora_alpha, lora_dropout, batch_size, lr, epochs, save_steps, max_seq_len, seed,
-           max_steps (optional), lf_template (LLaMA-Factory's chat template name; default smollm2, gemma3 for
+           max_steps (optional), lf_template (LLaMA-Factory's chat template name; default smollm2, weaver_plain for
            the Chinese tasks' Gemma-3-270M).
     """
     cfg = {
@@ -143,8 +146,11 @@ def write_config(path: Path, model_dir: Path, dataset_dir: Path, out_dir: Path, 
     return path
 
 
-def command(python: Path, config: Path) -> list[str]:
-    """The launch command (llamafactory-cli from the venv)."""
+def command(python: Path, config: Path, template: str = "smollm2") -> list[str]:
+    """The launch command: llamafactory-cli from the venv; for the plain format of a base model (template
+    `weaver_plain`, which LLaMA-Factory does not ship) lf_plain.py registers it, then runs the same training."""
+    if template == lf_plain.NAME:
+        return [str(python), str(Path(lf_plain.__file__).resolve()), str(config)]
     return [str(python.parent / "llamafactory-cli"), "train", str(config)]
 
 

@@ -16,6 +16,8 @@ def default_system(model_dir: Path) -> str:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tok, "chat_template", None):  # a base model (Gemma-3-270M): the plain format has no system turn
+        return ""
     text = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
     m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S)
     return m.group(1) if m else ""
@@ -102,9 +104,12 @@ def _data_line(state: dict) -> str:
     folder = {"adgen": "advertisegen", "lcsts": "lcsts"}[s["task"]]
     return (f"- Data: `../shared/data/{folder}` (its test split is kept aside): train = `random.seed(0)`, shuffle "
             f"train.jsonl, the first {s['n_train']}; weaver's own validation = the next {s['n_dev']} of that "
-            f"shuffle; test = the first {s['n_test']} of dev.jsonl, one reference each. Prompt: the model's chat "
-            "template around `instruction + \"\\n\\n\" + input` for every contender (LLaMA-Factory: its "
-            f"`{s.get('lf_template')}` template). ROUGE-L on characters is the target; jieba-word ROUGE-L beside it.")
+            f"shuffle; test = the first {s['n_test']} of dev.jsonl, one reference each. Prompt, for every contender "
+            "and in scoring: Gemma-3-270M is a base model without a chat template, so the plain format weaver uses for "
+            "one, `<bos>### Instruction:\\n` + instruction + `\\n\\n` + input + `\\n\\n### Response:\\n`, the "
+            "reply then `<eos>` (LLaMA-Factory: the same format registered through its own `register_template` as "
+            f"`{s.get('lf_template')}`, bench/contenders/lf_plain.py). ROUGE-L on characters is the target; "
+            "jieba-word ROUGE-L beside it.")
 
 
 def _setup(state: dict) -> list[str]:

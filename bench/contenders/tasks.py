@@ -24,11 +24,11 @@ TASKS = {
                   "lf_template": "smollm2", "section": "time_to_quality", "goal": 0.5,
                   "title": "dialogsum, SmolLM2-135M", "overrides": {}},
     "adgen": {"data": "advertisegen", "preset": ROOT / "configs" / "adgen-gemma3.yaml", "model": "gemma3-270m",
-              "lang": "zh", "lf_template": "gemma3", "section": "time_to_quality_adgen", "goal": 0.35,
+              "lang": "zh", "lf_template": "weaver_plain", "section": "time_to_quality_adgen", "goal": 0.35,
               "title": "AdvertiseGen ad copy, Gemma-3-270M",
               "overrides": {"n_train": 600, "n_dev": 32, "n_test": 50, "max_seq_len": 256, "max_new_tokens": 160}},
     "lcsts": {"data": "lcsts", "preset": ROOT / "configs" / "lcsts-gemma3.yaml", "model": "gemma3-270m",
-              "lang": "zh", "lf_template": "gemma3", "section": "time_to_quality_lcsts", "goal": 0.35,
+              "lang": "zh", "lf_template": "weaver_plain", "section": "time_to_quality_lcsts", "goal": 0.35,
               "title": "LCSTS Weibo headlines, Gemma-3-270M",
               "overrides": {"n_train": 1000, "n_dev": 48, "n_test": 100, "max_seq_len": 192, "max_new_tokens": 32}},
 }

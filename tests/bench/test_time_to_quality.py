@@ -177,7 +177,7 @@ def test_chinese_tasks_data_presets_and_lf_template(shared_data, tmp_path):
 
     for name, folder in (("adgen", "advertisegen"), ("lcsts", "lcsts")):
         task = TASKS[name]
-        assert task["lang"] == "zh" and task["preset"].is_file() and task["lf_template"] == "gemma3"
+        assert task["lang"] == "zh" and task["preset"].is_file() and task["lf_template"] == "weaver_plain"
         d = load_zh(shared_data / folder, n_train=20, n_dev=5, n_test=7)
         assert (len(d["train"]), len(d["dev"]), len(d["test"])) == (20, 5, 7)
         train_ids = {x["id"] for x in d["train"]}
@@ -187,10 +187,32 @@ def test_chinese_tasks_data_presets_and_lf_template(shared_data, tmp_path):
     import yaml
 
     s = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 8, "lr": 3e-4, "epochs": 2,
-         "save_steps": 5, "max_seq_len": 256, "seed": 0, "lf_template": "gemma3"}
-    cfg = yaml.safe_load(llamafactory.write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "d", tmp_path, s)
-                         .read_text())
-    assert cfg["template"] == "gemma3" and cfg["cutoff_len"] == 256
+         "save_steps": 5, "max_seq_len": 256, "seed": 0, "lf_template": "weaver_plain"}
+    cfg_path = llamafactory.write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "d", tmp_path, s)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert cfg["template"] == "weaver_plain" and cfg["cutoff_len"] == 256
+    py = tmp_path / "bin" / "python"
+    assert llamafactory.command(py, cfg_path, "weaver_plain")[1].endswith("lf_plain.py")  # registers it first
+    assert llamafactory.command(py, cfg_path, "smollm2")[1:] == ["train", str(cfg_path)]
+
+
+def test_plain_template_for_llamafactory_is_weavers_base_model_prompt(monkeypatch):
+    """Gemma-3-270M has no chat template: LLaMA-Factory must be given the exact prompt weaver trains and the
+    benchmark scores with (its token ids were compared once in LLaMA-Factory's venv: identical)."""
+    from contenders import lf_plain
+
+    from weaver.data.chat import render_messages
+
+    class Plain:  # a base model's tokenizer: no chat template
+        chat_template, bos_token, eos_token = None, "<bos>", "<eos>"
+
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "类型#裤\n\n颜色#黑色"}]
+    assert render_messages(Plain(), msgs) == "<bos>" + "".join(
+        slot.replace("{{content}}", m["content"]) for slot, m in zip((lf_plain.SYSTEM, lf_plain.USER), msgs))
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Plain())
+    assert report.default_system(Path("gemma")) == ""  # no chat template: no default system prompt, no error
 
 
 def test_chinese_scores_and_section_show_both_rouge_units():
