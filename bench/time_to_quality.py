@@ -180,7 +180,7 @@ def build(name: str, ctx: dict) -> tuple[list[str], list[str]]:
     system = ctx["system_prompt"]
     llamafactory.write_dataset(ctx["data"]["train"], ctx["work"] / "lf-data", system)
     cfg = llamafactory.write_config(ctx["work"] / "lf-train.yaml", ctx["model_dir"], ctx["work"] / "lf-data", out, s)
-    return llamafactory.command(python, cfg, s.get("lf_template", "smollm2")), [llamafactory.STUB_NOTE]
+    return llamafactory.command(python, cfg, s["lf_template"]), [llamafactory.STUB_NOTE]
 
 
 def _step(path: str) -> int | None:

@@ -11,9 +11,8 @@ and peak_rss_mb at every step): target tokens/s, the process's peak RSS, the pea
 resident size after the steps (what a step leaves behind), and the first losses (variants that only move
 memory must give the same ones). Variants: default (the shipped recipe), logits-at-once (train.logit_chunk_mb 0,
 the loss before chunking), nf4 (train.frozen_dtype nf4), mmapN (train.mmap_threshold_kb N: a fixed glibc threshold
-of N KiB), jemalloc (Debian's
-libjemalloc2 preloaded, glibc's threshold left alone), no-thp (THP_MEM_ALLOC_ENABLE=0: torch's tensors on normal
-pages). Section "train_memory" of bench/RESULTS.md
+of N KiB), jemalloc (Debian's libjemalloc2 preloaded, glibc's threshold left alone), no-thp (THP_MEM_ALLOC_ENABLE=0:
+torch's tensors on normal pages). Section "train_memory" of bench/RESULTS.md
 ($WEAVER_BENCH_RESULTS) for the adgen-gemma3 preset, "train_memory-PRESET" for another; --smoke alone writes
 bench/.work/train_memory-smoke/RESULTS.md.
 """

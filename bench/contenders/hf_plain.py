@@ -22,13 +22,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def encode(tok, ex: dict, max_len: int) -> dict:
-    """Prompt (chat template; a base model without one: the plain format below) + reply + EOS; labels -100 on
-    the prompt."""
-    if getattr(tok, "chat_template", None):
-        prompt = tok.apply_chat_template([{"role": "user", "content": ex["user"]}], tokenize=False,
-                                         add_generation_prompt=True)
-    else:  # the alpaca-style format every contender gets for a base model (weaver's plain template)
-        prompt = f"{tok.bos_token or ''}### Instruction:\n{ex['user']}\n\n### Response:\n"
+    """Prompt + reply + EOS; labels -100 on the prompt. The prompt is the one every contender and the scoring get:
+    the chat template, or for a base model without one the plain format (weaver.data.chat.render_messages)."""
+    from weaver.data.chat import render_messages
+
+    prompt = render_messages(tok, [{"role": "user", "content": ex["user"]}])
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     t_ids = tok(ex["output"] + tok.eos_token, add_special_tokens=False)["input_ids"]
     ids = (p_ids + t_ids)[:max_len]
